@@ -1,0 +1,174 @@
+"""Typed configuration for data, graph, model, losses and training, loaded from YAML.
+
+Every section is a dataclass; an unknown key anywhere is an :class:`InputError` naming the
+file and the dotted key, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from train.errors import InputError
+
+MODALITIES = ("text", "audio", "visual")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "iemocap"
+    path: str = "../shared/data/iemocap/iemocap_trainval.pkl"
+    # Modalities the model uses, in node order. Any non-empty subset of MODALITIES.
+    modalities: list[str] = field(default_factory=lambda: ["text"])
+    # Modality -> feature extractor name (see train.features). A modality absent here must
+    # already be in the data file (community feature pickles).
+    extractors: dict[str, str] = field(default_factory=lambda: {"text": "minilm"})
+    # Directory for cached extracted features (npz); relative to the current directory.
+    cache_dir: str = "cache/features"
+
+
+@dataclass
+class GraphConfig:
+    # Intra-modal edges join utterance i to utterances i-past..i+future of the same modality.
+    past: int = 4
+    future: int = 0  # 0 = causal (streaming); the paper's bidirectional mode uses future > 0
+    speaker_relations: bool = True  # same/other speaker as distinct relation types
+    inter_modal: bool = True  # edges between the modalities of one utterance
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 128
+    proj_layers: int = 1  # depth of each per-modality projection MLP
+    use_graph: bool = True  # False: projections + classifier only (the "no graph" ablation)
+    gcn_layers: int = 2
+    dropout: float = 0.3
+    classifier_hidden: int = 128
+
+
+@dataclass
+class AdversarialConfig:
+    enabled: bool = True
+    # "grl": joint training, gradient reversal between generators and discriminators.
+    # "alternating": discriminator step, then generator step, each with its own optimizer.
+    schedule: Literal["grl", "alternating"] = "grl"
+    weight: float = 0.1
+    grl_lambda: float = 1.0
+
+
+@dataclass
+class ContrastiveConfig:
+    intra: bool = True  # same modality: different emotions pushed apart
+    inter: bool = True  # across modalities: same emotion pulled together
+    temperature: float = 0.1
+    intra_weight: float = 0.1
+    inter_weight: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_dialogues: int = 16
+    patience: int = 10  # early stopping on validation weighted F1
+    class_weights: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])
+    grad_clip: float = 5.0
+
+
+@dataclass
+class Config:
+    name: str = "iemocap"
+    data: DataConfig = field(default_factory=DataConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, source: str = "config") -> None:
+        mods = self.data.modalities
+        if not mods:
+            raise InputError("data.modalities is empty; name at least one of " + ", ".join(MODALITIES), path=source)
+        for m in mods:
+            if m not in MODALITIES:
+                raise InputError(f"data.modalities: unknown modality {m!r}; expected one of {', '.join(MODALITIES)}", path=source)
+        if len(set(mods)) != len(mods):
+            raise InputError(f"data.modalities repeats a modality: {mods}", path=source)
+        if self.graph.past < 0 or self.graph.future < 0:
+            raise InputError("graph.past and graph.future must be >= 0", path=source)
+        if self.adversarial.schedule not in ("grl", "alternating"):
+            raise InputError(f"adversarial.schedule must be 'grl' or 'alternating', not {self.adversarial.schedule!r}", path=source)
+        if self.contrastive.temperature <= 0:
+            raise InputError("contrastive.temperature must be > 0", path=source)
+
+
+def _build(cls: type, raw: Any, where: str, source: str):
+    """Recursively build dataclass ``cls`` from a YAML mapping, refusing unknown keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{where or 'top level'}: expected a mapping, got {type(raw).__name__}", path=source)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise InputError(f"unknown config key {dotted!r} (known here: {', '.join(sorted(names))})", path=source)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, dotted, source)
+        else:
+            kwargs[key] = _coerce(hint, value, dotted, source)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, dotted: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise InputError(f"{dotted}: expected {hint.__name__}, got {value!r}", path=source)
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise InputError(f"{dotted}: expected a list, got {value!r}", path=source)
+        (item,) = typing.get_args(hint)
+        return [_coerce(item, v, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"{dotted}: expected a mapping, got {value!r}", path=source)
+        return dict(value)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise InputError(f"{dotted}: expected one of {typing.get_args(hint)}, got {value!r}", path=source)
+        return value
+    return value
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    cfg = _build(Config, raw, "", source)
+    cfg.validate(source)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a YAML config; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from None
+    return config_from_dict(raw or {}, source=str(path))
