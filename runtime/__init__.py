@@ -1,0 +1,24 @@
+"""The live runtime: capture, voice activity, transcription, speakers, features, graph, labels.
+
+This package and the modules it imports at start-up never import torch: an edge device runs it
+from exported artifacts with numpy, onnxruntime, CTranslate2 (faster-whisper), PyAV, OpenCV and
+sounddevice. Modules:
+
+* :mod:`runtime.config`   -- ``RuntimeConfig`` (typed, from ``configs/runtime.yaml``);
+* :mod:`runtime.audio`    -- audio sources (file / video sound track via PyAV, microphone via
+  sounddevice) and the never-dropping bounded :class:`~runtime.audio.AudioQueue`;
+* :mod:`runtime.video`    -- camera / video-file frames with a latest-frame-wins buffer;
+* :mod:`runtime.vad`      -- silero VAD (ONNX) and the streaming end-of-utterance segmenter;
+* :mod:`runtime.asr`      -- faster-whisper transcription with hallucination guards;
+* :mod:`runtime.speakers` -- resemblyzer voice embeddings (ONNX) and online speaker clustering.
+
+The audio stages chain like this (``cfg = runtime.config.load_runtime_config(path)``)::
+
+    seg, asr, spk = UtteranceSegmenter(cfg.vad), Transcriber(cfg.asr), SpeakerTracker(cfg.speakers)
+    for chunk in FileAudioSource("talk.mp4", realtime=False):   # or MicrophoneSource(None, cfg.audio)
+        for utt in seg.push(chunk):                             # closed after vad.min_silence_ms
+            text = asr.transcribe(utt.audio)                    # None: no words -> no label
+            if text is not None:
+                speaker = spk.assign(utt.audio).speaker         # stable int id
+    for utt in seg.flush(): ...                                 # speech still open at the end
+"""

