@@ -48,6 +48,10 @@ class ModelConfig:
     gcn_layers: int = 2
     dropout: float = 0.3
     classifier_hidden: int = 128
+    # Added by the model helper: LayerNorm over each modality's input vector before its
+    # projection. Per utterance (no batch statistics), so causal/window results stay exact; it
+    # rescales small-norm inputs (unit-length sentence embeddings) that otherwise train slowly.
+    input_norm: bool = True
 
 
 @dataclass

@@ -1,0 +1,230 @@
+r"""AR-IIGCN (arXiv 2312.16778): the whole model and its joint loss.
+
+For a :class:`train.batch.GraphBatch` of N utterances and M modalities (node ``m * N + u``):
+
+1. projection (:mod:`.projection`): :math:`h^m_u = \mathrm{MLP}_m(\mathrm{LN}(x^m_u))`, absent rows zeroed;
+2. adversarial generators (:mod:`.adversarial`): :math:`g^m_u = G_m(h^m_u)`;
+3. graph (:mod:`.rgcn`): :math:`Z = \mathrm{RGCN}(g \odot p)` over the conversation graph, then
+   absent nodes are zeroed again (they have no edges, so they never reach a present node);
+   ``model.use_graph: false`` skips this (:math:`Z = g \odot p`);
+4. contrastive losses (:mod:`.contrastive`) on :math:`Z`;
+5. classifier (:mod:`.classifier`): masked mean of :math:`Z^m_u` over present :math:`m`, MLP.
+
+Joint loss (:meth:`ARIIGCN.losses`), weights from the config:
+
+.. math::
+    \mathcal{L} = \mathcal{L}_{CE} + w_{adv}\,\mathcal{L}_{adv}
+        + w_{intra}\,\mathcal{L}_{intra} + w_{inter}\,\mathcal{L}_{inter}
+
+with :math:`\mathcal{L}_{adv} = \mathcal{L}_D` under gradient reversal (``schedule: grl``) or
+:math:`\mathcal{L}_G` with a separate discriminator step (``schedule: alternating``). Switched
+off (and 0): adversarial when ``adversarial.enabled`` is false or M = 1; ``intra``/``inter``
+when ``contrastive.intra``/``contrastive.inter`` is false; inter also when M = 1. The generator
+layers stay in the network either way, so ablations change the objective, not the architecture.
+
+Nothing couples utterances except graph edges, so in eval mode with ``graph.future = 0`` an
+utterance's logits never depend on later utterances.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.batch import GraphBatch
+from train.config import Config
+from train.errors import InputError
+from train.graph import num_relations
+from train.model.adversarial import Generator, ModalityAdversary, discriminator_loss, generator_loss, grad_reverse
+from train.model.classifier import UtteranceClassifier
+from train.model.contrastive import contrastive_losses
+from train.model.projection import ModalityProjection
+from train.model.rgcn import RelationalGCN
+
+
+@dataclass
+class ModelOutput:
+    """What :meth:`ARIIGCN.forward` returns (M modalities, N utterances, C classes, H hidden).
+
+    Attributes:
+        logits: (N, C), or None from a discriminator-only pass.
+        states: (M, N, H) node states after the graph; absent nodes are 0.
+        generated: (M, N, H) generator outputs (input of the graph).
+        judged: (M, M, N) discriminator logits ``D_m(g^k_u)``, or None when the adversary is off
+            or was not asked for; under ``grl`` they were computed through gradient reversal.
+    """
+
+    logits: torch.Tensor | None
+    states: torch.Tensor | None
+    generated: torch.Tensor
+    judged: torch.Tensor | None = None
+
+
+class ARIIGCN(nn.Module):
+    """AR-IIGCN for emotion recognition in conversation.
+
+    Args:
+        cfg: the full config; uses ``data.modalities``, ``graph``, ``model``, ``adversarial``,
+            ``contrastive``.
+        dims: modality -> input feature width; must cover every modality in ``cfg.data.modalities``.
+        n_classes: number of emotion labels C.
+    """
+
+    def __init__(self, cfg: Config, dims: dict[str, int], n_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.modalities = list(cfg.data.modalities)
+        missing = [m for m in self.modalities if m not in dims]
+        if missing:
+            raise InputError(f"no feature dimension for modality {missing[0]!r} (have: {', '.join(sorted(dims)) or 'none'})")
+        self.dims = {m: int(dims[m]) for m in self.modalities}
+        self.n_classes = int(n_classes)
+        mc, n_mod = cfg.model, len(self.modalities)
+        self.num_relations = num_relations(n_mod, cfg.graph.speaker_relations, cfg.graph.inter_modal)
+
+        self.projections = nn.ModuleDict(
+            {m: ModalityProjection(self.dims[m], mc.hidden, mc.proj_layers, mc.dropout, mc.input_norm)
+             for m in self.modalities})
+        self.generators = nn.ModuleDict({m: Generator(mc.hidden, mc.dropout) for m in self.modalities})
+        self.adversary = ModalityAdversary(n_mod, mc.hidden) if self.adversarial_active else None
+        self.gcn = RelationalGCN(mc.hidden, self.num_relations, mc.gcn_layers, mc.dropout) if mc.use_graph else None
+        self.classifier = UtteranceClassifier(mc.hidden, mc.classifier_hidden, self.n_classes, mc.dropout)
+
+    # -----------------------------------------------------------------------------------------
+    @property
+    def adversarial_active(self) -> bool:
+        """Whether the adversarial part exists: enabled in the config and at least two modalities."""
+        return bool(self.cfg.adversarial.enabled) and len(self.modalities) > 1
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """The discriminators' parameters (empty when the adversary is off)."""
+        return list(self.adversary.parameters()) if self.adversary is not None else []
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except the discriminators' (projections, generators, GCN, classifier)."""
+        skip = {id(p) for p in self.discriminator_parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    # -----------------------------------------------------------------------------------------
+    def _check(self, batch: GraphBatch) -> None:
+        if list(batch.modalities) != self.modalities:
+            raise InputError(f"batch has modalities {batch.modalities}, the model was built for {self.modalities}")
+        for m in self.modalities:
+            d = batch.features[m].shape[1]
+            if d != self.dims[m]:
+                raise InputError(f"{m} features are {d}-d but the model expects {self.dims[m]}-d "
+                                 f"(were they made by a different extractor?)")
+
+    def _generate(self, features: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """(M, N, H) generator outputs; absent rows are fed as 0 whatever ``features`` holds there."""
+        out = []
+        for k, m in enumerate(self.modalities):
+            x = torch.where(present[:, k:k + 1], features[m], torch.zeros_like(features[m]))
+            out.append(self.generators[m](self.projections[m](x)))
+        return torch.stack(out)
+
+    def _node_states(self, features: dict[str, torch.Tensor], present: torch.Tensor,
+                     propagate) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(generated, states)``, both (M, N, H); ``propagate`` maps (M*N, H) -> (M*N, H) or is None.
+
+        Absent nodes enter the graph as 0 and leave it as 0.
+        """
+        gen = self._generate(features, present)
+        n_mod, n, h = gen.shape
+        node_mask = present.t().unsqueeze(-1).to(gen.dtype)  # (M, N, 1)
+        x = gen * node_mask
+        if propagate is not None:
+            x = propagate(x.reshape(n_mod * n, h)).reshape(n_mod, n, h) * node_mask
+        return gen, x
+
+    def forward(self, batch: GraphBatch, adversarial: bool = True, discriminator_only: bool = False) -> ModelOutput:
+        """Run the model on ``batch``.
+
+        Args:
+            adversarial: also compute the discriminator logits (skip at inference).
+            discriminator_only: the discriminator step of the ``alternating`` schedule: the
+                generators run without gradient, only ``judged`` is computed (``logits`` None).
+        """
+        self._check(batch)
+        present = batch.present
+        if discriminator_only:
+            if self.adversary is None:
+                raise RuntimeError("discriminator_only pass asked for, but the adversary is off")
+            with torch.no_grad():
+                gen = self._generate(batch.features, present)
+            return ModelOutput(logits=None, states=None, generated=gen, judged=self.adversary.judge(gen))
+
+        gen, x = self._node_states(batch.features, present,
+                                   None if self.gcn is None else lambda v: self.gcn(v, batch.edge_index, batch.edge_type))
+        logits = self.classifier(x, present)
+
+        judged = None
+        if adversarial and self.adversary is not None:
+            ac = self.cfg.adversarial
+            judged = self.adversary.judge(grad_reverse(gen, ac.grl_lambda) if ac.schedule == "grl" else gen)
+        return ModelOutput(logits=logits, states=x, generated=gen, judged=judged)
+
+    def forward_dense(self, features: dict[str, torch.Tensor], present: torch.Tensor,
+                      adjacency: torch.Tensor | None) -> torch.Tensor:
+        """Logits computed with dense matrices only: the formulation to export (ONNX has no scatter).
+
+        Equal to ``forward(batch).logits`` when ``adjacency`` is
+        :func:`train.model.rgcn.dense_adjacency` of the batch's edges (modality-major nodes).
+
+        Shapes: features modality -> (N, d_m) (absent rows may hold anything, NaN too), present
+        (N, M) bool, adjacency (R, M*N, M*N) row-normalised (unused, may be None, without the
+        graph) -> (N, C).
+        """
+        _, x = self._node_states(features, present,
+                                 None if self.gcn is None else lambda v: self.gcn.forward_dense(v, adjacency))
+        return self.classifier(x, present)
+
+    @torch.no_grad()
+    def predict_proba(self, batch: GraphBatch) -> torch.Tensor:
+        """(N, C) class probabilities (softmax of the logits), without the adversary."""
+        return torch.softmax(self.forward(batch, adversarial=False).logits, dim=-1)
+
+    # -----------------------------------------------------------------------------------------
+    def discriminator_loss(self, out: ModelOutput, batch: GraphBatch) -> torch.Tensor:
+        """:math:`\\mathcal{L}_D` of ``out.judged`` (the alternating schedule's discriminator step)."""
+        if out.judged is None:
+            raise RuntimeError("no discriminator logits in this output (adversary off, or adversarial=False)")
+        return discriminator_loss(out.judged, batch.present)
+
+    def losses(self, out: ModelOutput, batch: GraphBatch, class_weights: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Every loss term and the weighted ``total``.
+
+        Returns a dict of scalars: ``ce`` (cross-entropy over labelled utterances, optional
+        class weights (C,)), ``adv`` (the adversarial term in ``total``), ``adv_d``, ``adv_g``,
+        ``intra``, ``inter`` and ``total``. Switched-off terms are 0.
+        """
+        if out.logits is None or out.states is None:
+            raise RuntimeError("losses need a full forward pass, not a discriminator-only one")
+        labels = batch.labels
+        labelled = labels >= 0
+        if bool(labelled.any()):
+            top = int(labels.max())
+            if top >= self.n_classes:
+                raise InputError(f"label id {top} but the model has {self.n_classes} classes")
+            ce = F.cross_entropy(out.logits[labelled], labels[labelled], weight=class_weights)
+        else:
+            ce = out.logits.sum() * 0.0  # keeps the graph connected (DDP) when a batch has no labels
+        zero = out.logits.new_zeros(())
+
+        ac, cc = self.cfg.adversarial, self.cfg.contrastive
+        adv_d = adv_g = adv = zero
+        if out.judged is not None:
+            adv_d = discriminator_loss(out.judged, batch.present)
+            adv_g = generator_loss(out.judged, batch.present)
+            adv = adv_d if ac.schedule == "grl" else adv_g
+
+        intra, inter = zero, zero
+        want_intra, want_inter = cc.intra and cc.intra_weight > 0, cc.inter and cc.inter_weight > 0
+        if want_intra or want_inter:
+            intra, inter = contrastive_losses(out.states, batch.present, labels, cc.temperature,
+                                              intra=want_intra, inter=want_inter)
+        total = ce + ac.weight * adv + cc.intra_weight * intra + cc.inter_weight * inter
+        return {"ce": ce, "adv": adv, "adv_d": adv_d, "adv_g": adv_g, "intra": intra, "inter": inter, "total": total}
