@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
-from train.config import _build  # one strict YAML->dataclass loader for the whole project
+from train.config import build_dataclass, read_yaml  # the one strict YAML -> dataclass loader
 from train.errors import InputError
 
 SAMPLE_RATE = 16000  # every runtime audio path is 16 kHz mono float32
@@ -116,7 +115,7 @@ class RuntimeConfig:
 
 
 def runtime_config_from_dict(raw: dict[str, Any], source: str = "runtime config") -> RuntimeConfig:
-    cfg = _build(RuntimeConfig, raw, "", source)
+    cfg = build_dataclass(RuntimeConfig, raw, source)
     cfg.validate(source)
     return cfg
 
@@ -125,11 +124,4 @@ def load_runtime_config(path: str | Path | None = None) -> RuntimeConfig:
     """Load ``path`` (YAML); None gives the defaults (the same values as configs/runtime.yaml)."""
     if path is None:
         return RuntimeConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("runtime config file not found", path=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise InputError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from None
-    return runtime_config_from_dict(raw or {}, source=str(path))
+    return runtime_config_from_dict(read_yaml(path, "runtime config file"), source=str(path))

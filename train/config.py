@@ -160,19 +160,33 @@ def _coerce(hint: Any, value: Any, dotted: str, source: str) -> Any:
     return value
 
 
+def build_dataclass(cls: type, raw: Any, source: str = "config"):
+    """Build dataclass ``cls`` (nested sections included) from a parsed YAML mapping.
+
+    The one YAML -> dataclass builder of the project (training, encoder and runtime configs):
+    unknown keys and wrongly typed values are :class:`InputError` naming ``source`` and the key.
+    """
+    return _build(cls, raw, "", source)
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a YAML file into a mapping; a missing file or bad YAML is a one-line InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", path=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from None
+    return raw or {}
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
-    cfg = _build(Config, raw, "", source)
+    cfg = build_dataclass(Config, raw, source)
     cfg.validate(source)
     return cfg
 
 
 def load_config(path: str | Path) -> Config:
     """Load a YAML config; errors name the file and the offending key."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("config file not found", path=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise InputError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from None
-    return config_from_dict(raw or {}, source=str(path))
+    return config_from_dict(read_yaml(path), source=str(path))
