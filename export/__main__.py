@@ -1,0 +1,58 @@
+"""``python -m export --model NAME_OR_DIR [--out DIR] [--int8] [--fp16] [--trt] [--calib N]``
+
+Writes the graph model's per-step ONNX (+ INT8 / FP16 variants), the text encoder's ONNX with
+its tokenizer, TensorRT engines on request, and ``manifest.json`` (files and hashes,
+precisions, opset, labels, feature extractors, parity figures, model version). Default DIR:
+MODEL/export, where ``--backend onnx|onnx-int8|trt`` of ``train.evaluate`` looks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Sequence
+
+from train.errors import run_cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from export.exporter import DEFAULT_WINDOW, ExportOptions, export_model
+
+    p = argparse.ArgumentParser(prog="python -m export", description="Export a trained model for the runtime: ONNX, INT8/FP16, TensorRT.")
+    p.add_argument("--model", required=True, help="model directory or shipped model name (iemocap, meld)")
+    p.add_argument("--out", help="output directory (default: MODEL/export)")
+    p.add_argument("--int8", action="store_true", help="also write INT8 models (graph: static QDQ; text encoder: dynamic)")
+    p.add_argument("--int8-method", choices=("static", "dynamic"), default="static", help="graph model INT8 quantisation (default static)")
+    p.add_argument("--calib", type=int, default=32, metavar="N", help="training conversations for static INT8 calibration (default 32)")
+    p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--fp16", action="store_true", help="also write an FP16 graph model")
+    p.add_argument("--trt", action="store_true", help="build TensorRT engines (needs TensorRT: JetPack or NVIDIA containers)")
+    p.add_argument("--window", type=int, help=f"largest window of utterances (default max({DEFAULT_WINDOW}, gcn_layers*past+1))")
+    p.add_argument("--data", help="corpus for calibration and parity (default: the model config's data.path)")
+    p.add_argument("--cache-dir", help="feature cache directory (default: the model config's data.cache_dir)")
+    p.add_argument("--no-text", action="store_true", help="skip the text encoder")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON at the end")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("export", "train"):  # our progress at INFO; onnxruntime's per-tensor quantisation chatter stays hidden
+        logging.getLogger(name).setLevel(logging.INFO)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    opts = ExportOptions(
+        int8=args.int8, int8_method=args.int8_method, calib=args.calib, calibrate_method=args.calibrate_method,
+        fp16=args.fp16, trt=args.trt, window=args.window, text=not args.no_text, parity=not args.no_parity,
+        opset=args.opset, data=args.data, cache_dir=args.cache_dir,
+    )
+    em = export_model(args.model, args.out, opts)
+    if args.json:
+        print(json.dumps(em.to_dict(), indent=2))
+    else:
+        total = sum(e.bytes for e in em.files.values()) / 1e6
+        print(f"exported {len(em.files)} files ({total:.1f} MB), model version {em.model_version}: " + ", ".join(sorted(em.files)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

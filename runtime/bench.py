@@ -1,0 +1,178 @@
+"""Benchmark the live pipeline on this machine; prints figures (no pass/fail).
+
+``python -m runtime.bench [--model NAME_OR_DIR] [--backend B] [--repeats N] [--lengths 10 100 1000]``
+
+1. End of speech -> event latency per stage (p50 / p95 over every utterance): a generated
+   two-voice conversation (espeak-ng, 8 utterances of 2.2-3.2 s) replayed through the whole
+   pipeline at the pace it was spoken (audio and video threads as with a microphone and a camera);
+   the VAD share is the silence it waits for before closing an utterance.
+2. Real-time factor (wall time / audio duration, files processed as fast as possible) of the
+   whole pipeline: audio only;
+   with a 640x480 30 fps video decoded alongside (the model does not use it); and with a model
+   that also uses the visual modality (face detection + fer expression embedding per utterance;
+   an untrained text+visual model of the same shape, as no real visual model ships).
+3. Graph + model cost per utterance at conversation lengths 10, 100, 1000 (median and max over
+   the last 10 utterances before each length): flat, because the window is bounded.
+
+Goals on the 2-core CPU (issue 5): <= 600 ms end of speech -> label for a 3 s utterance,
+real-time factor <= 0.3.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from train.errors import run_cli
+
+STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
+
+
+def pct(xs: Sequence[float]) -> str:
+    a = np.asarray(xs, dtype=float)
+    return f"p50 {np.percentile(a, 50):6.1f}  p95 {np.percentile(a, 95):6.1f}"
+
+
+def run_session(model, backend, audio_path: Path, video_path: Path | None, stages=None, realtime: bool = False):
+    """One session (``realtime``: replayed at the pace it was spoken, as from a microphone and a
+    camera; else as fast as possible); returns (events, wall seconds, audio seconds)."""
+    from runtime.audio import FileAudioSource
+    from runtime.config import RuntimeConfig
+    from runtime.live import Session
+    from runtime.recognizer import Recognizer
+    from runtime.speakers import SpeakerTracker
+    from runtime.video import VideoSource
+
+    cfg = RuntimeConfig()
+    asr, encoder = stages
+    rec = Recognizer(model, backend, cfg, realtime=realtime, video=video_path is not None, transcriber=asr,
+                     speakers=SpeakerTracker(cfg.speakers, encoder=encoder))
+    audio = FileAudioSource(audio_path, cfg.audio.chunk_ms, realtime=realtime)
+    video = VideoSource(video_path, cfg.video, realtime=realtime) if video_path else None
+    session = Session(rec, audio, video, realtime=realtime)
+    rec.start()  # model loading and warm-up are start-up costs, not part of the real-time factor
+    t = time.perf_counter()
+    events = session.run()
+    wall = time.perf_counter() - t
+    return events, wall, audio.samples_delivered / 16000
+
+
+def visual_timing_model(out: Path, model: str, manifest) -> Path:
+    """An untrained model with the text model's text extractor plus fer (visual), for timing only."""
+    import torch
+
+    from train.config import config_from_dict
+    from train.features.registry import get_extractor
+    from train.model import ARIIGCN
+    from train.model_dir import ModelManifest, read_config, resolve_model_dir, save_model_dir
+
+    cfg_dict = read_config(resolve_model_dir(model)).to_dict()
+    cfg_dict["data"]["modalities"] = ["text", "visual"]
+    cfg_dict["data"]["extractors"] = {"text": manifest.extractors["text"].name, "visual": "fer"}
+    cfg = config_from_dict(cfg_dict)
+    fer = get_extractor("fer").identity
+    dims = {"text": manifest.dims["text"], "visual": fer.dim}
+    torch.manual_seed(0)
+    net = ARIIGCN(cfg, dims, len(manifest.labels)).eval()
+    m = ModelManifest("timing-text-visual", manifest.dataset, manifest.labels, dims,
+                      {"text": manifest.extractors["text"], "visual": fer}, manifest.past, manifest.future)
+    return save_model_dir(out, net, cfg, m)
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="iemocap", help="shipped model name or model directory (default iemocap)")
+    p.add_argument("--backend", default=None, help="backend (default: the fastest available)")
+    p.add_argument("--repeats", type=int, default=3, help="sessions per configuration (default 3)")
+    p.add_argument("--realtime-runs", type=int, default=1,
+                   help="real-time replays per configuration for the latency figures (default 1; 0: use the fast runs)")
+    p.add_argument("--lengths", type=int, nargs="+", default=[10, 100, 1000], help="conversation lengths for the graph cost")
+    p.add_argument("--no-visual", action="store_true", help="skip the text+visual model (needs torch and fer)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from runtime.asr import Transcriber
+    from runtime.conversation import Conversation
+    from runtime.recognizer import select_backend
+    from runtime.speakers import VoiceEncoder
+    from runtime.tools.make_speech import make_conversation, read_wav
+    from runtime.tools.media import write_video
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} (wall-clock figures; other load inflates them)")
+    backend, notes = select_backend(args.model, args.backend)
+    print(f"model {backend.manifest.name} ({args.model}), backend {backend.name}"
+          + (f" (faster ones unavailable: {'; '.join(notes)})" if notes else ""))
+    stages = (Transcriber(), VoiceEncoder())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_conversation(tmp / "speech")
+        wav = tmp / "speech" / "speech.wav"
+        audio = read_wav(wav)
+        import cv2
+
+        face = cv2.imread(str(Path(__file__).resolve().parents[1] / "tests" / "assets" / "astronaut_320.jpg"))
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        if face is not None:
+            canvas[80:400, 160:480] = cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
+        video = write_video(tmp / "talk.mp4", audio, len(audio) / 16000, fps=30, size=(640, 480), frame=lambda i: canvas)
+
+        configs = [("audio only", args.model, None), ("+ video 640x480@30 (not used by the model)", args.model, video)]
+        if not args.no_visual and "visual" not in backend.manifest.modalities:
+            try:
+                vis = visual_timing_model(tmp / "visual_model", args.model, backend.manifest)
+                configs.append(("+ video, text+visual model (faces + fer)", str(vis), video))
+            except Exception as e:  # noqa: BLE001 - a benchmark reports what it could not run
+                print(f"(text+visual timing model unavailable: {e})")
+        print(f"\ninput: {len(audio) / 16000:.1f} s, 8 utterances of 2.2-3.2 s, {args.repeats} repeats each")
+        for name, model, vid in configs:
+            rows, rtfs = [], []
+            backend_name = args.backend if model == args.model else "torch"
+            for _ in range(args.repeats):
+                events, wall, dur = run_session(model, backend_name, wav, vid, stages)
+                rtfs.append(wall / dur)
+                if args.realtime_runs == 0:
+                    rows += [e for e in events if e["type"] == "utterance"]
+            for _ in range(args.realtime_runs):
+                events, _, _ = run_session(model, backend_name, wav, vid, stages, realtime=True)
+                rows += [e for e in events if e["type"] == "utterance"]
+            print(f"\n[{name}] real-time factor {np.mean(rtfs):.3f} (min {min(rtfs):.3f}; as fast as possible, "
+                  f"{args.repeats} runs), {len(rows) // max(1, args.realtime_runs or args.repeats)} utterances/run")
+            how = f"{args.realtime_runs} real-time replay(s)" if args.realtime_runs else "the fast runs"
+            print(f"  end of speech -> event, ms per stage ({how}):")
+            keys = [k for k in STAGES if any(k in e["latency_ms"] for e in rows)]
+            keys += sorted({k for e in rows for k in e["latency_ms"] if k.startswith("features.")})
+            for k in keys:
+                print(f"    {k:16s} {pct([e['latency_ms'][k] for e in rows if k in e['latency_ms']])}")
+            three = [e["latency_ms"]["total"] for e in rows if abs(e["end"] - e["start"] - 3.0) <= 0.35]
+            if three:
+                print(f"    total, ~3 s utterances: {pct(three)} (n={len(three)})")
+
+    print(f"\ngraph + model per utterance ({backend.name}, window {Conversation(backend).window}):")
+    rng = np.random.default_rng(0)
+    conv = Conversation(backend)
+    dims = backend.manifest.dims
+    times = []
+    for i in range(max(args.lengths)):
+        feats = {m: rng.normal(size=d).astype(np.float32) for m, d in dims.items()}
+        t = time.perf_counter()
+        conv.add(feats, int(rng.integers(0, 2)))
+        times.append((time.perf_counter() - t) * 1000)
+    for n in args.lengths:
+        last = times[max(0, n - 10) : n]
+        print(f"  conversation length {n:5d}: median {np.median(last):.3f} ms, max {np.max(last):.3f} ms per utterance "
+              f"(utterances {max(0, n - 10) + 1}-{n})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,151 @@
+"""What the runtime tells the world: JSON-lines events and a one-line terminal status.
+
+Event kinds (one JSON object per line, flushed line by line so a reader sees each at once):
+
+* ``{"type": "utterance", "index", "start", "end", "speaker", "text", "emotion", "probs",
+  "latency_ms": {stage: ms}}`` -- one per labelled utterance. ``start``/``end``: seconds on the
+  session's audio clock; ``speaker``: integer id in order of first appearance; ``probs``: label
+  -> probability; ``modalities``: which modalities the model saw for it.
+* ``{"type": "status", "state": "started"|"stopped", ...}`` -- session start (model, backend,
+  sources) and end (counts, why it ended).
+* ``{"type": "warning", "message", ...}`` -- something stopped working or was skipped (no face,
+  camera gone, an utterance with no words), and the session went on.
+
+Latency stages (``latency_ms``; see :mod:`runtime.recognizer`): ``vad`` (end of speech -> the
+segmenter closes the utterance: the silence it waits for), ``queue`` (waiting for the model
+thread), ``asr``, ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
+``model`` (graph + classifier) and ``total`` (end of speech -> event, as it would be live).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Mapping, Sequence
+
+import numpy as np
+
+from train.errors import InputError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
+
+
+def utterance_event(index: int, start: float, end: float, speaker: int, text: str, labels: Sequence[str],
+                    probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = ()) -> dict[str, Any]:
+    """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``."""
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if p.shape[0] != len(labels):
+        raise ValueError(f"{p.shape[0]} probabilities for {len(labels)} labels")
+    return {
+        "type": "utterance",
+        "index": int(index),
+        "start": round(float(start), 3),
+        "end": round(float(end), 3),
+        "speaker": int(speaker),
+        "text": text,
+        "emotion": labels[int(np.argmax(p))],
+        "probs": {lab: round(float(v), 5) for lab, v in zip(labels, p)},
+        "latency_ms": {k: round(float(v), 1) for k, v in latency_ms.items()},
+        "modalities": list(modalities),
+    }
+
+
+def status_event(state: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "status", "state": state, "time": round(time.time(), 3), **fields}
+
+
+def warning_event(message: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "warning", "message": message, **fields}
+
+
+class EventWriter:
+    """JSON lines to a file (``path``) or stdout (``"-"``); each line written whole and flushed.
+
+    A file is opened for appending line by line rather than written at the end, so a session that
+    is killed keeps every event it produced. Thread-safe.
+    """
+
+    def __init__(self, target: str | os.PathLike | IO[str] | None):
+        self._lock = threading.Lock()
+        self._own = False
+        self.path: Path | None = None
+        if target is None:
+            self._out = None
+        elif target == "-":
+            self._out = sys.stdout
+        elif hasattr(target, "write"):
+            self._out = target  # type: ignore[assignment]
+        else:
+            self.path = Path(target)
+            if self.path.is_dir():
+                raise InputError("--events names a directory; give a file name (or - for stdout)", path=str(self.path))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._out = open(self.path, "w", encoding="utf-8", buffering=1)
+            except OSError as e:
+                raise InputError(f"cannot write events: {e.strerror}", path=str(self.path)) from None
+            self._own = True
+        self.count = 0
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        if self._out is None:
+            return
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._out.write(line)
+            self._out.flush()
+            self.count += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._own and self._out is not None:
+                self._out.close()
+            self._out = None
+
+
+def format_status(event: Mapping[str, Any]) -> str:
+    """One terminal line for an utterance event: label, speaker, text and per-stage latency."""
+    lat = event.get("latency_ms", {})
+    stages = " ".join(f"{k} {lat[k]:.0f}" for k in STAGES if k in lat)
+    p = event["probs"][event["emotion"]]
+    text = event["text"]
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return (f"#{event['index']:<3d} spk {event['speaker']}  {event['emotion']:>8s} {p:4.2f}  "
+            f"\"{text}\"  [ms: {stages}]")
+
+
+class StatusLine:
+    """The latest label and latencies on one terminal line (stderr), rewritten in place.
+
+    Only drawn when the stream is a terminal (``force`` to draw anyway); a non-terminal gets
+    nothing, so logs and piped events stay clean.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, force: bool = False):
+        self.stream = stream or sys.stderr
+        self.enabled = force or (hasattr(self.stream, "isatty") and self.stream.isatty())
+        self._width = 0
+        self._lock = threading.Lock()
+
+    def show(self, event: Mapping[str, Any]) -> None:
+        if not self.enabled or event.get("type") != "utterance":
+            return
+        line = format_status(event)
+        with self._lock:
+            pad = max(0, self._width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self.stream.flush()
+            self._width = len(line)
+
+    def close(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0

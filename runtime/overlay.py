@@ -1,0 +1,115 @@
+"""``--window``: the camera picture with the latest label, transcript and face boxes.
+
+The window is drawn by a display loop on the main thread (OpenCV's GUI must run there) from the
+newest frame (:class:`runtime.video.LatestFrame`, newest wins) and the newest event; it never
+waits for the model thread, so it keeps refreshing while an utterance is being processed. Face
+boxes come from OpenCV's Haar cascade on a downscaled frame, a few times a second, in the same
+loop (cheap, and independent of whether the model uses the visual modality).
+
+OpenCV needs a GUI build (``opencv-python``, not ``-headless``) and a display; without them
+:func:`check_display` raises a clear :class:`InputError` before the session starts.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from train.errors import InputError
+
+log = logging.getLogger(__name__)
+
+WINDOW_TITLE = "ariigcn live"
+FACE_EVERY_S = 0.2  # face boxes refresh rate
+DETECT_WIDTH = 320  # frames are shrunk to this width for face detection
+
+
+def check_display() -> None:
+    """InputError unless an OpenCV window can be opened here."""
+    import cv2
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise InputError("--window needs a display, and this session has none (no $DISPLAY); "
+                         "run without --window (events still go to --events / the terminal)")
+    gui = [l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GUI:")]
+    if gui and "NONE" in gui[0].upper():
+        raise InputError("--window needs OpenCV with GUI support, but this is a headless build "
+                         "(opencv-python-headless); pip install 'opencv-python<5' to show a window")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}".strip()
+    return lines + ([cur] if cur else [])
+
+
+class Overlay:
+    """Draws frames with the latest event; :meth:`run` is the display loop."""
+
+    def __init__(self):
+        import cv2
+
+        self.cv2 = cv2
+        self.cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml"))
+        self.boxes: list[tuple[int, int, int, int]] = []
+        self._faces_at = 0.0
+
+    def faces(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Face boxes (x, y, w, h) in frame pixels, refreshed every FACE_EVERY_S."""
+        now = time.monotonic()
+        if now - self._faces_at < FACE_EVERY_S or self.cascade.empty():
+            return self.boxes
+        self._faces_at = now
+        cv2 = self.cv2
+        scale = min(1.0, DETECT_WIDTH / image.shape[1])
+        small = cv2.resize(image, None, fx=scale, fy=scale) if scale < 1 else image
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        found = self.cascade.detectMultiScale(gray, 1.1, 5, minSize=(24, 24))
+        self.boxes = [tuple(int(v / scale) for v in b) for b in found]
+        return self.boxes
+
+    def draw(self, image: np.ndarray | None, event: dict | None, status: str = "") -> np.ndarray:
+        """The frame (or a black canvas) with face boxes, the label and the transcript."""
+        cv2 = self.cv2
+        canvas = np.zeros((360, 640, 3), np.uint8) if image is None else image.copy()
+        if image is not None:
+            for x, y, w, h in self.faces(image):
+                cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), 2)
+        width = canvas.shape[1]
+        if event is not None:
+            p = event["probs"][event["emotion"]]
+            head = f"{event['emotion']} {p:.2f}  speaker {event['speaker']}"
+            cv2.rectangle(canvas, (0, 0), (width, 34), (0, 0, 0), -1)
+            cv2.putText(canvas, head, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+            lines = _wrap(event["text"], max(20, width // 11))[-3:]
+            y0 = canvas.shape[0] - 10 - 22 * (len(lines) - 1)
+            for i, line in enumerate(lines):
+                cv2.putText(canvas, line, (8, y0 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        if status:
+            cv2.putText(canvas, status, (8, 52), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (200, 200, 200), 1, cv2.LINE_AA)
+        return canvas
+
+    def run(self, latest_frame: Callable[[], np.ndarray | None], latest_event: Callable[[], dict | None],
+            running: Callable[[], bool], status: Callable[[], str] = lambda: "", fps: float = 30.0) -> None:
+        """Show frames until ``running()`` is false or the user presses q / Esc / closes the window."""
+        cv2 = self.cv2
+        cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_NORMAL)
+        try:
+            while running():
+                cv2.imshow(WINDOW_TITLE, self.draw(latest_frame(), latest_event(), status()))
+                key = cv2.waitKey(max(1, int(1000 / fps))) & 0xFF
+                if key in (ord("q"), 27):
+                    break
+                if cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) < 1:
+                    break
+        finally:
+            cv2.destroyWindow(WINDOW_TITLE)

@@ -1,0 +1,431 @@
+"""The embeddable live recognizer: push audio chunks and video frames in, take events out.
+
+::
+
+    rec = Recognizer(model="iemocap")          # backend: the fastest available (see select_backend)
+    rec.start()
+    rec.push_audio(chunk)                      # (n,) float32 16 kHz mono; never blocks
+    rec.push_frame(image_bgr, t)               # optional; t: seconds on the audio clock
+    for event in rec.events():                 # JSON-able dicts (runtime.events), until close
+        ...
+    rec.end_audio()                            # no more audio: the last utterance is flushed
+
+Threads and queues (nothing a capture thread calls ever waits for the model)::
+
+    capture --push_audio--> AudioQueue (never drops; bounded by duration, fails loudly)
+            --push_frame--> FrameHistory (bounded ring) + LatestFrame (newest wins)
+    segmenter thread: VAD -> closed utterances (+ their frames) --> utterance queue (bounded)
+    model thread: ASR -> speaker -> features -> incremental graph + model --> event queue
+
+Latency (``latency_ms`` of each event, see :mod:`runtime.events`): the reference point is the
+moment the audio that closed the utterance arrived (live sources), or the moment the segmenter
+closed it (``realtime=False``: files replayed as fast as possible, where arrival says nothing).
+``total`` = ``vad`` (the silence the segmenter waited for) + everything after the reference.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from runtime.audio import AudioOverflowError, AudioQueue
+from runtime.config import SAMPLE_RATE, RuntimeConfig
+from runtime.conversation import Conversation
+from runtime.events import status_event, utterance_event, warning_event
+from runtime.features import FeatureBuilder, UtteranceData
+from runtime.video import Frame, FrameHistory, LatestFrame
+from train.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Fastest first. trt needs TensorRT + a GPU; onnx-int8 / onnx need an export (python -m export).
+BACKEND_ORDER = ("trt", "onnx-int8", "onnx", "torch")
+_END = object()
+
+
+def select_backend(model: str | Path, name: str | None = None):
+    """Load the model with backend ``name``, or with the fastest one that works when None.
+
+    Returns ``(backend, notes)``: ``notes`` says why each faster backend was passed over (logged
+    as well). A backend named explicitly that cannot load is an error, never a silent fallback.
+    """
+    from train.backends import load_backend
+
+    if name is not None:
+        return load_backend(model, name), []
+    notes = []
+    for candidate in BACKEND_ORDER:
+        try:
+            backend = load_backend(model, candidate)
+        except InputError as e:
+            notes.append(f"{candidate}: {e}")
+            continue
+        except ImportError as e:  # e.g. torch not installed on an edge device
+            notes.append(f"{candidate}: needs {e.name or e}")
+            continue
+        for note in notes:
+            log.info("backend %s", note)
+        short = [n.split(". ")[0].split(" (")[0] for n in notes]  # first clause of each reason
+        if short:
+            log.warning("using backend %s; faster ones unavailable: %s", candidate, "; ".join(short))
+        return backend, short
+    raise InputError("no backend can run this model: " + " | ".join(notes))
+
+
+@dataclass
+class _Pending:
+    """A closed utterance on its way from the segmenter thread to the model thread."""
+
+    utt: Any  # runtime.vad.Utterance
+    frames: list[np.ndarray]
+    frame_ids: list[int]
+    ref_wall: float  # latency reference point (see the module docstring)
+    vad_ms: float
+
+
+@dataclass
+class RecognizerStats:
+    segments: int = 0  # utterances the VAD closed
+    labelled: int = 0  # events emitted
+    no_words: int = 0  # closed utterances the ASR found no words in
+    faceless: int = 0  # utterances whose visual row was empty (model uses video)
+    frames_pushed: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class Recognizer:
+    """Audio (and video) in, utterance events out; see the module docstring.
+
+    Args:
+        model: shipped model name or model directory.
+        backend: ``torch|onnx|onnx-int8|trt`` or None for the fastest available, or a loaded
+            backend object.
+        config: capture/VAD/ASR/speaker settings (``configs/runtime.yaml``).
+        realtime: the audio arrives as it is spoken (microphone, paced replay); False for files
+            processed as fast as possible (changes only how latency is measured).
+        video: a video source feeds frames (the visual modality is otherwise absent, with a warning).
+        transcriber, speakers, segmenter, features: pre-built stages (tests, sharing one ASR model).
+        on_event: called with every event on the model thread, in addition to :meth:`events`.
+    """
+
+    def __init__(self, model: str | Path = "iemocap", backend: str | None | Any = None,
+                 config: RuntimeConfig | None = None, *, realtime: bool = True, video: bool = False,
+                 transcriber=None, speakers=None, segmenter=None, features: FeatureBuilder | None = None,
+                 on_event: Callable[[dict], None] | None = None, max_events: int = 10000):
+        from runtime.asr import Transcriber
+        from runtime.speakers import SpeakerTracker
+        from runtime.vad import UtteranceSegmenter
+
+        self.cfg = config or RuntimeConfig()
+        self.realtime = realtime
+        self.video = video
+        t0 = time.perf_counter()
+        if backend is None or isinstance(backend, str):
+            self.backend, self.backend_notes = select_backend(model, backend)
+        else:
+            self.backend, self.backend_notes = backend, []
+        self.manifest = self.backend.manifest
+        self.labels = list(self.manifest.labels)
+        self.features = features or FeatureBuilder(self.manifest, self.backend)
+        self.conversation = Conversation(self.backend)
+        self.transcriber = transcriber or Transcriber(self.cfg.asr)
+        self.speakers = speakers or SpeakerTracker(self.cfg.speakers)
+        self.segmenter = segmenter or UtteranceSegmenter(self.cfg.vad)
+        self.load_s = time.perf_counter() - t0
+        self.on_event = on_event
+        self.uses_video = "visual" in self.features.modalities
+
+        self.audio_queue = AudioQueue(int(self.cfg.audio.queue_max_s * SAMPLE_RATE))
+        self.history = FrameHistory(self.cfg.video.history_s, self.cfg.video.history_fps)
+        self.latest = LatestFrame()
+        self._utt_queue: queue.Queue = queue.Queue(maxsize=64)  # segmenter thread blocks, never capture
+        self._events: queue.Queue = queue.Queue(maxsize=max_events)
+        self._arrivals: collections.deque[tuple[int, float]] = collections.deque()  # (samples pushed, wall)
+        self._arrivals_lock = threading.Lock()
+        self.samples_pushed = 0
+        self.vad_position = 0  # samples the segmenter has consumed
+        self._history_data: collections.deque[UtteranceData] = collections.deque(maxlen=8)
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+        self._closed = threading.Event()
+        self._frame_index = 0
+        self._video_lost = False
+        self._done = 0  # closed utterances fully processed (labelled or skipped)
+        self.stats = RecognizerStats()
+
+    # -- input (any thread; never blocks) ------------------------------------------------------
+
+    def push_audio(self, chunk: np.ndarray) -> None:
+        """Queue (n,) float32 16 kHz mono audio. Raises AudioOverflowError if the model fell
+        ``audio.queue_max_s`` behind (capture must stop: nothing is dropped silently)."""
+        chunk = np.asarray(chunk, np.float32).reshape(-1)
+        if not self.audio_queue.put(chunk):
+            if self.audio_queue.closed and self.audio_queue.reason and "fell" in self.audio_queue.reason:
+                raise AudioOverflowError(self.audio_queue.reason)
+            return
+        self.samples_pushed += len(chunk)
+        if self.realtime:
+            with self._arrivals_lock:
+                self._arrivals.append((self.samples_pushed, time.monotonic()))
+
+    def end_audio(self, reason: str = "end of audio") -> None:
+        """No more audio will come: utterances still open are closed and processed."""
+        self.audio_queue.close(reason)
+
+    def push_frame(self, image: np.ndarray, t: float) -> None:
+        """A video frame (H, W, 3) uint8 BGR at ``t`` seconds on the audio clock."""
+        frame = Frame(image, float(t), self._frame_index)
+        self._frame_index += 1
+        self.history.add(frame)
+        self.latest.put(frame)
+        self.stats.frames_pushed += 1
+
+    def warn(self, message: str, **fields) -> None:
+        """Emit a warning event (a source failed, something was skipped) from any thread."""
+        self._emit(warning_event(message, **fields))
+
+    def video_lost(self, reason: str) -> None:
+        """The video source died: carry on audio-only and say so once."""
+        if not self._video_lost:
+            self._video_lost = True
+            self._emit(warning_event(f"video lost ({reason}); continuing audio-only", source="video"))
+
+    @property
+    def busy(self) -> bool:
+        """Utterances closed but not yet turned into events."""
+        return self.stats.segments > self._done
+
+    @property
+    def backlog_s(self) -> float:
+        """Seconds of pushed audio the segmenter has not consumed yet."""
+        return (self.samples_pushed - self.vad_position) / SAMPLE_RATE
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> "Recognizer":
+        if self._threads:
+            return self
+        self.features.warm_up()  # load lazily-built models now, not on the first utterance
+        self.conversation.warm_up()
+        self._emit(status_event(
+            "started", model=self.manifest.name, dataset=self.manifest.dataset, backend=self.backend.name,
+            labels=self.labels, modalities=self.features.modalities, window=self.conversation.window,
+            load_s=round(self.load_s, 2), asr=str(getattr(self.transcriber, "model_path", "")),
+            video=("used" if self.uses_video else "not used by this model") if self.video else "none",
+        ))
+        if self.video and not self.uses_video:
+            log.info("model %s does not use video: frames go to the overlay / recording only", self.manifest.name)
+        if self.backend_notes:
+            self._emit(warning_event(f"using backend {self.backend.name}; faster ones unavailable: "
+                                     + "; ".join(self.backend_notes), source="backend", log=False))
+        if self.uses_video and not self.video:
+            self._emit(warning_event("the model uses video but there is no video source: its visual modality is masked out",
+                                     source="video"))
+        if self.uses_video and self.video and self.features.frame_cache:
+            th = threading.Thread(target=self._faces_loop, name="recognizer-faces", daemon=True)
+            th.start()  # not joined: it only fills a cache, and stops with the session
+        for target, name in ((self._segment_loop, "segmenter"), (self._model_loop, "model")):
+            th = threading.Thread(target=self._guard(target, last=name == "model"), name=f"recognizer-{name}", daemon=True)
+            th.start()
+            self._threads.append(th)
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """End the audio (flushing what was said) and wait for the threads to finish."""
+        self.end_audio("closed")
+        for th in self._threads:
+            th.join(timeout)
+
+    def events(self, timeout: float | None = None) -> Iterator[dict]:
+        """Events as they come, until the session ends (after :meth:`end_audio` or :meth:`close`).
+
+        ``timeout``: give up waiting after this many seconds without an event (None: wait).
+        Re-raises an error that stopped the pipeline, after the events produced before it.
+        """
+        while True:
+            try:
+                ev = self._events.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if ev is _END:
+                self._events.put(_END)  # later calls end at once too
+                if self._error is not None:
+                    raise self._error
+                return
+            yield ev
+
+    def poll(self) -> list[dict]:
+        """Events available now, without waiting."""
+        out = []
+        while True:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                return out
+            if ev is _END:
+                self._events.put(_END)
+                return out
+            out.append(ev)
+
+    @property
+    def finished(self) -> bool:
+        return self._closed.is_set()
+
+    # -- threads -------------------------------------------------------------------------------
+
+    def _guard(self, fn, last: bool):
+        """Run a thread body; an error is kept for events() to re-raise. The segmenter's error
+        still lets the model thread label every utterance closed before it (its loop ends with
+        _END); only the model thread (``last``) ends the session."""
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer by events()
+                if self._error is None:
+                    self._error = e
+                log.debug("recognizer thread failed", exc_info=True)
+                if last:
+                    self._finish()
+        return run
+
+    def _arrival_wall(self, sample: int) -> float:
+        """Wall time at which audio sample ``sample`` had been pushed (realtime sources)."""
+        with self._arrivals_lock:
+            while len(self._arrivals) > 1 and self._arrivals[0][0] < sample:
+                self._arrivals.popleft()
+            if self._arrivals and self._arrivals[0][0] >= sample:
+                return self._arrivals[0][1]
+        return time.monotonic()
+
+    def _segment_loop(self) -> None:
+        seg = self.segmenter
+        try:
+            while True:
+                chunk = self.audio_queue.get(timeout=0.1)  # raises AudioOverflowError when drained
+                if chunk is None:
+                    if self.audio_queue.finished():
+                        break
+                    continue
+                closed = seg.push(chunk)
+                self.vad_position += len(chunk)
+                for utt in closed:
+                    self._hand_over(utt)
+        except AudioOverflowError as e:
+            self._emit(warning_event(str(e), source="audio"))
+            raise
+        finally:
+            for utt in seg.flush():
+                self._hand_over(utt)
+            self._put_utterance(_END)
+
+    def _put_utterance(self, item) -> None:
+        """Hand over to the model thread; gives up only if the model thread has ended (failed)."""
+        while not self._closed.is_set():
+            try:
+                self._utt_queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _hand_over(self, utt) -> None:
+        now = time.monotonic()
+        ref = self._arrival_wall(utt.decided_at) if self.realtime else now
+        seen = self.history.between(utt.start_s, utt.end_s) if self.video else []
+        vad_ms = (utt.decided_at - utt.end) * 1000.0 / SAMPLE_RATE
+        self.stats.segments += 1
+        self._put_utterance(_Pending(utt, [f.image for f in seen], [f.index for f in seen], ref, vad_ms))
+
+    def _faces_loop(self) -> None:
+        """Visual features of frames as they arrive (while the person is still speaking), so the
+        end of an utterance finds most of its frames done. Best effort: any frame it has not
+        reached is computed at the end, with the same result."""
+        done = -1
+        while not self._closed.is_set():
+            todo = [f for f in self.history.between(-np.inf, np.inf) if f.index > done]
+            if not todo:
+                time.sleep(0.05)
+                continue
+            for f in todo[-8:]:  # behind? the newest frames matter most for what is being said
+                try:
+                    self.features.precompute_frame(f.index, f.image)
+                except Exception:  # noqa: BLE001 - the model thread recomputes and reports it
+                    log.debug("face precomputation failed", exc_info=True)
+                done = f.index
+
+    def _model_loop(self) -> None:
+        while True:
+            item = self._utt_queue.get()
+            if item is _END:
+                break
+            try:
+                self._process(item)
+            finally:
+                self._done += 1
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        s = self.stats
+        self._emit(status_event("stopped", utterances=s.labelled, segments=s.segments, no_words=s.no_words,
+                                reason=self.audio_queue.reason or "stopped",
+                                error=str(self._error) if self._error else None))
+        self._events.put(_END)
+
+    def _process(self, p: _Pending) -> None:
+        utt = p.utt
+        lat: dict[str, float] = {"vad": p.vad_ms, "queue": (time.monotonic() - p.ref_wall) * 1000.0}
+        t = time.perf_counter()
+        tr = self.transcriber.transcribe(utt.audio)
+        lat["asr"] = (time.perf_counter() - t) * 1000.0
+        if tr is None:
+            self.stats.no_words += 1
+            self._emit(warning_event(f"no words in the speech at {utt.start_s:.2f}-{utt.end_s:.2f} s: not labelled",
+                                     source="asr", start=round(utt.start_s, 3), end=round(utt.end_s, 3)))
+            return
+        t = time.perf_counter()
+        speaker = self.speakers.assign(utt.audio).speaker
+        lat["speaker"] = (time.perf_counter() - t) * 1000.0
+        data = UtteranceData(text=tr.text, speaker=speaker, audio=utt.audio, frames=p.frames, frame_ids=p.frame_ids)
+        t = time.perf_counter()
+        rows, per_mod = self.features.build(data, list(self._history_data))
+        lat["features"] = (time.perf_counter() - t) * 1000.0
+        lat.update({f"features.{m}": ms for m, ms in per_mod.items()})
+        present = [m for m, r in rows.items() if np.isfinite(r).all()]
+        if self.uses_video and "visual" not in present and self.video and not self._video_lost:
+            self.stats.faceless += 1
+            if self.stats.faceless == 1 or not p.frames:
+                why = "no video frames" if not p.frames else "no face found in its frames"
+                self._emit(warning_event(f"utterance at {utt.start_s:.2f} s: {why}; visual modality masked out "
+                                         "(labels from the other modalities)", source="video"))
+        t = time.perf_counter()
+        probs = self.conversation.add(rows, speaker)
+        lat["model"] = (time.perf_counter() - t) * 1000.0
+        lat["total"] = p.vad_ms + (time.monotonic() - p.ref_wall) * 1000.0
+        self._history_data.append(UtteranceData(text=tr.text, speaker=speaker))
+        ev = utterance_event(self.stats.labelled, utt.start_s, utt.end_s, speaker, tr.text, self.labels, probs, lat, present)
+        self.stats.labelled += 1
+        self._emit(ev)
+
+    def _emit(self, event: dict) -> None:
+        if event.get("type") == "warning":
+            if event.pop("log", True):
+                log.warning("%s", event["message"])
+            self.stats.warnings.append(event["message"])
+        if self.on_event is not None:
+            self.on_event(event)
+        self._events.put(event)

@@ -1,0 +1,102 @@
+"""INT8 (static QDQ, dynamic) and FP16 variants made with onnxruntime's tooling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from export.ort_session import make_session  # noqa: E402
+from export.quantize import calibration_reader, convert_fp16, quantize_dynamic_int8, quantize_static_int8  # noqa: E402
+from train.errors import InputError  # noqa: E402
+
+D_IN, D_HID, D_OUT = 32, 64, 6
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """A 2-layer MLP (batch, 32) -> softmax (batch, 6) in ONNX, with a dynamic batch axis."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((D_IN, D_HID)) / np.sqrt(D_IN)).astype(np.float32)
+    b1 = (0.1 * rng.standard_normal(D_HID)).astype(np.float32)
+    w2 = (rng.standard_normal((D_HID, D_OUT)) / np.sqrt(D_HID)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", D_IN])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", D_OUT])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"))],
+    )
+    path = tmp_path_factory.mktemp("quant") / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _inputs(n, seed):
+    return np.random.default_rng(seed).standard_normal((n, D_IN)).astype(np.float32)
+
+
+def _run(path, x):
+    return make_session(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_static_qdq_is_symmetric_int8_and_close(mlp, tmp_path):
+    reader = calibration_reader({"x": _inputs(16, s)} for s in range(8))
+    out = quantize_static_int8(mlp, tmp_path / "mlp.int8.onnx", reader)
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    # signed int8, symmetric (zero point 0), no int32 bias quantisation: what TensorRT takes
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    assert "b1" in inits and inits["b1"].dtype == np.float32
+    x = _inputs(200, 99)
+    ref, q = _run(mlp, x), _run(out, x)
+    assert np.abs(ref - q).max() < 0.05
+    assert (ref.argmax(1) == q.argmax(1)).mean() >= 0.95
+    assert [p.name for p in tmp_path.iterdir()] == ["mlp.int8.onnx"]  # no temporary files left
+
+
+def test_calibration_reader_rewinds_and_refuses_empty():
+    feeds = [{"x": _inputs(2, s)} for s in range(3)]
+    r = calibration_reader(feeds)
+    assert [r.get_next() is not None for _ in range(4)] == [True, True, True, False]
+    r.rewind()
+    assert np.array_equal(r.get_next()["x"], feeds[0]["x"])
+    with pytest.raises(InputError, match="no calibration samples"):
+        calibration_reader([])
+
+
+def test_unknown_calibration_method(mlp, tmp_path):
+    with pytest.raises(InputError, match="unknown calibration method"):
+        quantize_static_int8(mlp, tmp_path / "x.onnx", calibration_reader([{"x": _inputs(2, 0)}]), calibrate_method="magic")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_dynamic_int8(mlp, tmp_path):
+    out = quantize_dynamic_int8(mlp, tmp_path / "mlp.dyn.onnx")
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+    x = _inputs(100, 5)
+    assert np.abs(_run(mlp, x) - _run(out, x)).max() < 0.05
+
+
+def test_fp16_keeps_float32_io(mlp, tmp_path):
+    out = convert_fp16(mlp, tmp_path / "mlp.fp16.onnx")
+    model = onnx.load(str(out))
+    assert {i.data_type for i in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    x = _inputs(50, 7)
+    assert np.abs(_run(mlp, x) - _run(out, x)).max() < 5e-3

@@ -1,0 +1,222 @@
+"""The embeddable Recognizer: audio/frames in, one event per utterance out; capture never waits.
+
+Uses a tiny model trained and exported with the project's own commands (tests/live_fixtures.py)
+and generated two-voice speech (espeak-ng + sox).
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faster_whisper")
+pytest.importorskip("onnxruntime")
+if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+    pytest.skip("espeak-ng and sox are needed for test speech: apt-get install -y espeak-ng sox", allow_module_level=True)
+
+from runtime.config import RuntimeConfig  # noqa: E402
+from runtime.recognizer import Recognizer  # noqa: E402
+from runtime.speakers import SpeakerTracker  # noqa: E402
+from runtime.tools.make_speech import read_wav  # noqa: E402
+from tests import live_fixtures as fx  # noqa: E402
+
+CHUNK = 512
+
+
+def make_recognizer(model, backend=None, transcriber=None, **kw) -> Recognizer:
+    cfg = RuntimeConfig()
+    return Recognizer(model, backend, cfg, realtime=False, transcriber=transcriber or fx.transcriber(),
+                      speakers=SpeakerTracker(cfg.speakers, encoder=fx.voice_encoder()), **kw)
+
+
+def push_file(rec: Recognizer, audio: np.ndarray, frames=None) -> None:
+    """Push audio in 32 ms chunks (and frames whose time has come), then end the audio.
+
+    With frames, reading stays at most 2 s ahead of the segmenter (as ``--fast`` does): the
+    recognizer keeps a bounded history of recent frames, which a file read at full speed outruns.
+    """
+    frames = list(frames or [])
+    for i in range(0, len(audio), CHUNK):
+        while frames and rec.backlog_s > 2.0:
+            time.sleep(0.005)
+        rec.push_audio(audio[i : i + CHUNK])
+        while frames and frames[0][0] <= (i + CHUNK) / 16000:
+            t, img = frames.pop(0)
+            rec.push_frame(img, t)
+    rec.end_audio()
+
+
+def utterances(events):
+    return [e for e in events if e["type"] == "utterance"]
+
+
+def check_speakers(utts, script):
+    """Each scripted speaker maps to one id, and the two voices to different ids."""
+    by_voice = {}
+    for e in utts:
+        truth = min(script["utterances"], key=lambda u: abs(u["start"] - e["start"]))["speaker"]
+        by_voice.setdefault(truth, set()).add(e["speaker"])
+    assert all(len(ids) == 1 for ids in by_voice.values()), by_voice
+    assert len(set.union(*by_voice.values())) == len(by_voice) == 2, by_voice
+
+
+@pytest.fixture(scope="module")
+def speech():
+    wav, script = fx.speech()
+    return read_wav(wav), script
+
+
+def test_one_event_per_utterance(speech):
+    audio, script = speech
+    model = fx.text_model()
+    rec = make_recognizer(model).start()
+    assert rec.backend.name == "onnx-int8"  # the fastest available here (no TensorRT)
+    push_file(rec, audio)
+    events = list(rec.events(timeout=60))
+    utts = utterances(events)
+    assert len(utts) == len(script["utterances"]) == 8
+    assert [e["index"] for e in utts] == list(range(8))
+    assert fx.wer_of(events, script) <= 0.25
+    assert {e["emotion"] for e in utts} <= set(rec.labels)
+    for e in utts:
+        assert set(e["probs"]) == set(rec.labels) and abs(sum(e["probs"].values()) - 1) < 1e-3
+        assert {"vad", "asr", "speaker", "features", "model", "total"} <= set(e["latency_ms"])
+        truth = min(script["utterances"], key=lambda u: abs(u["start"] - e["start"]))
+        assert abs(truth["start"] - e["start"]) < 0.3 and abs(truth["end"] - e["end"]) < 0.3
+    check_speakers(utts, script)
+    assert events[0]["type"] == "status" and events[0]["state"] == "started"
+    assert events[-1]["type"] == "status" and events[-1]["state"] == "stopped" and events[-1]["utterances"] == 8
+
+
+class GatedTranscriber:
+    """The real transcriber behind a gate: the model thread blocks until the test opens it."""
+
+    def __init__(self, inner, skip_starts=()):
+        self.inner, self.gate, self.skip, self.calls = inner, threading.Event(), list(skip_starts), 0
+        self.model_path = inner.model_path
+
+    def transcribe(self, audio):
+        self.gate.wait(60)
+        self.calls += 1
+        return None if self.calls - 1 in self.skip else self.inner.transcribe(audio)
+
+
+def test_capture_never_waits_for_the_model(speech):
+    """All 29 s of audio are accepted while the model thread is blocked; nothing is lost."""
+    audio, script = speech
+    gated = GatedTranscriber(fx.transcriber())
+    rec = make_recognizer(fx.text_model(), "onnx", transcriber=gated).start()
+    t0 = time.perf_counter()
+    for i in range(0, len(audio), CHUNK):
+        rec.push_audio(audio[i : i + CHUNK])
+    pushed_in = time.perf_counter() - t0
+    rec.end_audio()
+    time.sleep(0.5)
+    assert not utterances(rec.poll())  # the model has produced nothing: pushing did not wait for it
+    assert gated.calls == 0 and pushed_in < 5.0
+    gated.gate.set()
+    utts = utterances(list(rec.events(timeout=60)))
+    assert len(utts) == 8 and fx.wer_of(utts, script) <= 0.25
+
+
+def test_utterance_without_words_gets_no_event(speech):
+    """The ASR finds no words in utterance 2: a warning, no label, and the rest carry on."""
+    audio, script = speech
+    gated = GatedTranscriber(fx.transcriber(), skip_starts=[2])
+    gated.gate.set()
+    rec = make_recognizer(fx.text_model(), "onnx", transcriber=gated).start()
+    push_file(rec, audio)
+    events = list(rec.events(timeout=60))
+    utts = utterances(events)
+    assert len(utts) == 7 and [e["index"] for e in utts] == list(range(7))
+    warn = [e for e in events if e["type"] == "warning" and "no words" in e["message"]]
+    assert len(warn) == 1 and abs(warn[0]["start"] - script["utterances"][2]["start"]) < 0.3
+    assert utts[2]["start"] > script["utterances"][3]["start"] - 0.3  # event 2 is spoken utterance 3
+
+
+def test_visual_modality_from_frames_and_masked_without_faces(speech):
+    """A text+visual model: utterances seen with a face use both modalities; once the faces are
+    gone the visual modality is masked out (with a warning) and labelling goes on."""
+    import cv2
+
+    audio, script = speech
+    face = cv2.imread(str(fx.Path(__file__).parent / "assets" / "astronaut_320.jpg"))
+    blank = np.full_like(face, 128)
+    half = script["utterances"][4]["start"] - 0.2
+    frames = [(k / 5, face if k / 5 < half else blank) for k in range(int(len(audio) / 16000 * 5))]
+    rec = make_recognizer(fx.visual_model(), "torch", video=True).start()
+    assert rec.features.modalities == ["text", "visual"]
+    push_file(rec, audio, frames)
+    events = list(rec.events(timeout=90))
+    utts = utterances(events)
+    assert len(utts) == 8
+    assert all(e["modalities"] == ["text", "visual"] for e in utts[:4])
+    assert all(e["modalities"] == ["text"] for e in utts[4:])
+    assert any(e["type"] == "warning" and "no face" in e["message"] for e in events)
+    assert all("features.visual" in e["latency_ms"] for e in utts)
+
+
+def test_model_without_video_needs_no_frames(speech):
+    """A text-only model never computes visual features, even when frames are pushed."""
+    rec = make_recognizer(fx.text_model(), "onnx", video=True)
+    assert rec.features.modalities == ["text"]
+    assert "visual" not in rec.features.extractors
+
+
+def test_visual_cache_gives_the_extractors_result():
+    """Frames precomputed while someone speaks + the rest at the end == FerExtractor.extract."""
+    import cv2
+
+    from runtime.features import FeatureBuilder, UtteranceData
+    from train.backends import load_backend
+    from train.features.base import UtteranceInput
+
+    face = cv2.imread(str(fx.Path(__file__).parent / "assets" / "astronaut_320.jpg"))
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(23):  # faces of varying position/brightness, some frames without a face
+        if k % 5 == 4:
+            frames.append(np.full((360, 480, 3), 100, np.uint8))
+            continue
+        canvas = np.full((360, 480, 3), 60, np.uint8)
+        x, y = int(rng.integers(0, 160)), int(rng.integers(0, 40))
+        canvas[y : y + 320, x : x + 320] = np.clip(face.astype(int) + int(rng.integers(-30, 30)), 0, 255)
+        frames.append(canvas)
+    backend = load_backend(fx.visual_model(), "onnx")
+    fb = FeatureBuilder(backend.manifest, backend)
+    assert fb.frame_cache
+    for k in range(0, 23, 2):  # the background thread got to every other frame
+        fb.precompute_frame(100 + k, frames[k])
+    rows, _ = fb.build(UtteranceData(text="hello there", speaker=0, frames=frames, frame_ids=list(range(100, 123))))
+    expected = fb.extractors["visual"].extract([UtteranceInput(frames=frames)])[0]
+    assert np.isfinite(expected).all()
+    np.testing.assert_array_equal(rows["visual"], expected)
+    blank = [np.full((360, 480, 3), 100, np.uint8)] * 3
+    rows, _ = fb.build(UtteranceData(text="hi", speaker=0, frames=blank, frame_ids=[500, 501, 502]))
+    assert np.isnan(rows["visual"]).all()
+
+
+def test_live_events_equal_offline_causal_evaluation(speech):
+    """The whole runtime (torch backend): each event's probabilities equal the offline evaluation
+    of the same conversation -- the transcripts embedded by the training extractor, the speakers
+    found, the whole dialogue through ``train.backends`` at once."""
+    from train.backends import load_backend
+    from train.data.corpus import Dialogue
+    from train.features.base import UtteranceInput
+    from train.features.registry import get_extractor
+
+    audio, _ = speech
+    rec = make_recognizer(fx.text_model(), "torch").start()
+    push_file(rec, audio)
+    utts = utterances(list(rec.events(timeout=60)))
+    assert len(utts) == 8
+    text = get_extractor("minilm").extract([UtteranceInput(text=e["text"]) for e in utts])
+    backend = load_backend(fx.text_model(), "torch")
+    d = Dialogue("live", "test", [str(e["speaker"]) for e in utts], np.full(8, -1, np.int64), features={"text": text})
+    offline = backend.predict([d])[0]
+    live = np.array([[e["probs"][lab] for lab in rec.labels] for e in utts])
+    np.testing.assert_allclose(live, offline, atol=2e-5)  # events round probabilities to 5 decimals
+    assert [e["emotion"] for e in utts] == [rec.labels[i] for i in offline.argmax(1)]

@@ -1,0 +1,138 @@
+"""Inference backends behind one interface, chosen by name (``--backend torch|onnx|...``).
+
+A backend turns whole dialogues (with their features attached) into per-utterance emotion
+probabilities. ``torch`` lives here; the export package adds its backends (``onnx``,
+``onnx-int8``, ``trt``) by providing a module ``export.backends`` that calls
+:func:`register_backend` on import; :func:`load_backend` imports it on first need.
+
+Contract of a backend object (see :class:`Backend`):
+
+* ``manifest``: the :class:`~train.model_dir.ModelManifest` of the model it runs;
+* ``predict(dialogues) -> list[np.ndarray]``: one ``(n_i, C)`` float32 probability array per
+  dialogue, rows in utterance order, given ``dialogue.features[m]`` of shape ``(n_i, dims[m])``
+  for every modality ``m`` of the manifest.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from train.data.corpus import Dialogue
+from train.errors import InputError
+from train.model_dir import ModelManifest
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    name: str
+    manifest: ModelManifest
+
+    def predict(self, dialogues: Sequence[Dialogue]) -> list[np.ndarray]:
+        """Per dialogue, (n_i, C) float32 class probabilities."""
+        ...
+
+
+# name -> factory(model_dir: Path, **options) -> Backend
+_REGISTRY: dict[str, Callable[..., Backend]] = {}
+# Modules that register further backends when imported (absent ones are skipped).
+_PLUGIN_MODULES = ("export.backends",)
+
+
+def register_backend(name: str, factory: Callable[..., Backend]) -> None:
+    """Make ``factory(model_dir, **options)`` available as ``--backend name``."""
+    _REGISTRY[name] = factory
+
+
+def _load_plugins() -> None:
+    for module in _PLUGIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise  # the plugin exists but one of its own imports is missing: say so
+            log.debug("backend plugin %s not installed", module)
+
+
+def available_backends() -> list[str]:
+    _load_plugins()
+    return sorted(_REGISTRY)
+
+
+def load_backend(model: str | Path, name: str = "torch", **options) -> Backend:
+    """Open the model directory (or shipped name) ``model`` with backend ``name``."""
+    from train.model_dir import resolve_model_dir
+
+    directory = resolve_model_dir(model)
+    if name not in _REGISTRY:
+        _load_plugins()
+    if name not in _REGISTRY:
+        raise InputError(f"unknown backend {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](directory, **options)
+
+
+def check_features(dialogues: Sequence[Dialogue], manifest: ModelManifest, source: str = "data") -> None:
+    """InputError unless each dialogue carries every modality of the model at the model's width."""
+    for d in dialogues:
+        for m, dim in manifest.dims.items():
+            f = d.features.get(m)
+            if f is None:
+                have = ", ".join(sorted(d.features)) or "none"
+                raise InputError(f"the model needs {m} features, the data has {have}", path=source, dialogue=d.id)
+            if f.ndim != 2 or f.shape[0] != len(d) or f.shape[1] != dim:
+                raise InputError(f"{m} features have shape {tuple(f.shape)}; the model expects ({len(d)}, {dim})",
+                                 path=source, dialogue=d.id)
+
+
+def predict_dialogues(model, dialogues: Sequence[Dialogue], cfg, device: str = "cpu",
+                      batch_dialogues: int = 32) -> list[np.ndarray]:
+    """Run a torch AR-IIGCN over whole dialogues; per dialogue (n_i, C) float32 probabilities.
+
+    Shared by validation during training and the torch backend, so both score the same way.
+    """
+    import torch
+
+    from train.batch import collate
+
+    out: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(dialogues), batch_dialogues):
+                chunk = list(dialogues[i:i + batch_dialogues])
+                batch = collate(chunk, cfg.data.modalities, cfg.graph).to(device)
+                probs = model.predict_proba(batch).float().cpu()
+                lengths = [len(d) for d in chunk]
+                if probs.shape[0] != sum(lengths):
+                    raise RuntimeError(f"model returned {probs.shape[0]} rows for {sum(lengths)} utterances")
+                out.extend(p.numpy() for p in torch.split(probs, lengths))
+    finally:
+        model.train(was_training)
+    return out
+
+
+class TorchBackend:
+    """The trained PyTorch model, run on ``device`` (default: CUDA when available, else CPU)."""
+
+    name = "torch"
+
+    def __init__(self, model_dir: Path, device: str | None = None, batch_dialogues: int = 32):
+        import torch
+
+        from train.model_dir import load_model
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.manifest, self.cfg = load_model(model_dir, self.device)
+        self.batch_dialogues = batch_dialogues
+
+    def predict(self, dialogues: Sequence[Dialogue]) -> list[np.ndarray]:
+        check_features(dialogues, self.manifest)
+        return predict_dialogues(self.model, dialogues, self.cfg, self.device, self.batch_dialogues)
+
+
+register_backend("torch", TorchBackend)

@@ -1,0 +1,282 @@
+"""Model directories: what a trained model is on disk, and how to find, write and read one.
+
+A model directory holds
+
+* ``model.safetensors`` — the weights (no pickle anywhere);
+* ``config.yaml``       — the resolved config the model was trained with;
+* ``manifest.json``     — label names, modalities and their feature dimensions, and the
+  :class:`~train.features.base.ExtractorIdentity` of each modality's feature extractor, so a
+  runtime builds exactly the same features;
+* ``metrics.json``      — validation figures per seed and their mean ± std (written by training);
+* ``confusion.png``, ``curves.png`` — figures (optional for loading).
+
+Shipped models live in ``runtime/models/<name>/`` (package data); :func:`resolve_model_dir`
+turns ``"iemocap"`` into that directory. :func:`read_manifest` is torch-free (the live runtime
+with ONNX backends calls it); :func:`load_model` needs torch.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.config import Config, config_from_dict
+from train.errors import InputError
+from train.features.base import ExtractorIdentity
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+CONFUSION_PNG = "confusion.png"
+CURVES_PNG = "curves.png"
+REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE)
+
+MANIFEST_FORMAT = "ariigcn-model"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class ModelManifest:
+    """What ``manifest.json`` says about a model.
+
+    labels: emotion names, index = class id. dims: modality -> input feature width, in the
+    model's node order. extractors: modality -> identity of the extractor that makes its
+    features (name "precomputed" when the features came with the training data file).
+    """
+
+    name: str
+    dataset: str
+    labels: list[str]
+    dims: dict[str, int]
+    extractors: dict[str, ExtractorIdentity]
+    past: int
+    future: int
+    format_version: int = MANIFEST_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.dims)
+
+    @property
+    def causal(self) -> bool:
+        return self.future == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "format_version": self.format_version,
+            "name": self.name,
+            "dataset": self.dataset,
+            "labels": list(self.labels),
+            "dims": dict(self.dims),
+            "extractors": {m: e.to_dict() for m, e in self.extractors.items()},
+            "graph": {"past": self.past, "future": self.future, "causal": self.causal},
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def precomputed_identity(modality: str, dim: int, source: str) -> ExtractorIdentity:
+    """Identity for features that came inside the data file (no extractor can rebuild them)."""
+    return ExtractorIdentity(name="precomputed", modality=modality, dim=int(dim), version=str(source))
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding a model directory
+
+
+def shipped_models_root() -> Path:
+    """``runtime/models``: beside the ``train`` package in a checkout and in site-packages."""
+    try:
+        spec = importlib.util.find_spec("runtime")  # locates without importing the runtime
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]) / "models"
+    return Path(__file__).resolve().parents[1] / "runtime" / "models"
+
+
+def shipped_model_names() -> list[str]:
+    root = shipped_models_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST_FILE).is_file())
+
+
+def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
+    """A shipped model's name (``"iemocap"``, ``"meld"``) or a path -> an existing model directory.
+
+    A path that exists wins over a shipped name. Raises InputError when neither exists; the
+    directory's files are checked by :func:`check_model_dir`.
+    """
+    text = str(name_or_dir)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        check_model_dir(path)
+        return path
+    if path.exists():
+        raise InputError("not a model directory (it is a file)", path=text)
+    looks_like_name = os.sep not in text and "/" not in text and not text.startswith(".")
+    if looks_like_name:
+        shipped = shipped_models_root() / text
+        if shipped.is_dir():
+            check_model_dir(shipped)
+            return shipped
+    names = shipped_model_names()
+    hint = f"shipped models: {', '.join(names)}" if names else "no shipped models are installed"
+    raise InputError(f"no such model directory or shipped model name ({hint})", path=text)
+
+
+def check_model_dir(path: Path) -> None:
+    """InputError naming the first required file a model directory lacks."""
+    for name in REQUIRED_FILES:
+        if not (Path(path) / name).is_file():
+            raise InputError(f"model directory is missing {name}", path=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading (torch-free)
+
+
+def read_manifest(path: str | os.PathLike) -> ModelManifest:
+    """Read ``manifest.json`` of a model directory (or a shipped name); torch-free."""
+    directory = resolve_model_dir(path)
+    file = directory / MANIFEST_FILE
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"unreadable manifest: {e}", path=str(file)) from None
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"not an {MANIFEST_FORMAT} manifest", path=str(file))
+    if raw.get("format_version") != MANIFEST_VERSION:
+        raise InputError(
+            f"manifest format_version {raw.get('format_version')!r}; this version reads {MANIFEST_VERSION}",
+            path=str(file))
+    try:
+        dims = {str(m): int(d) for m, d in raw["dims"].items()}
+        extractors = {}
+        for m, e in raw["extractors"].items():
+            extractors[str(m)] = ExtractorIdentity(name=str(e["name"]), modality=str(e["modality"]),
+                                                   dim=int(e["dim"]), version=str(e["version"]))
+        return ModelManifest(
+            name=str(raw["name"]), dataset=str(raw["dataset"]), labels=[str(x) for x in raw["labels"]],
+            dims=dims, extractors=extractors, past=int(raw["graph"]["past"]),
+            future=int(raw["graph"]["future"]), format_version=int(raw["format_version"]),
+            extra=dict(raw.get("extra", {})),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"manifest lacks or garbles field {e}", path=str(file)) from None
+
+
+def read_config(path: str | os.PathLike) -> Config:
+    directory = resolve_model_dir(path)
+    file = directory / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"unreadable config: {str(e).splitlines()[0]}", path=str(file)) from None
+    return config_from_dict(raw, source=str(file))
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
+    file = resolve_model_dir(path) / METRICS_FILE
+    if not file.is_file():
+        return None
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def save_model_dir(directory: Path, model, cfg: Config, manifest: ModelManifest,
+                   metrics: dict[str, Any] | None = None) -> Path:
+    """Write weights, resolved config, manifest (and metrics) of ``model`` into ``directory``.
+
+    The manifest is written last, so a directory with a manifest has all its other files.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = directory / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
+    try:
+        save_file(state, str(tmp), metadata={"format": MANIFEST_FORMAT, "name": manifest.name})
+        os.chmod(tmp, 0o644)  # safetensors creates it owner-only; shipped models must be readable
+        os.replace(tmp, directory / WEIGHTS_FILE)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    atomic_write_text(directory / CONFIG_FILE,
+                      yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
+    if metrics is not None:
+        write_json(directory / METRICS_FILE, metrics)
+    write_json(directory / MANIFEST_FILE, manifest.to_dict())
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading (torch)
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu"):
+    """Rebuild the trained model of a model directory: returns ``(model, manifest, config)``.
+
+    The model is in eval mode on ``device``. Weights that do not fit the architecture the
+    config describes are an InputError naming the weights file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from train.model import ARIIGCN
+
+    directory = resolve_model_dir(path)
+    manifest = read_manifest(directory)
+    cfg = read_config(directory)
+    if list(cfg.data.modalities) != manifest.modalities:
+        raise InputError(f"config modalities {cfg.data.modalities} differ from manifest dims "
+                         f"{manifest.modalities}", path=str(directory))
+    model = ARIIGCN(cfg, manifest.dims, len(manifest.labels))
+    file = directory / WEIGHTS_FILE
+    try:
+        state = load_file(str(file), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"unreadable weights: {e}", path=str(file)) from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # same names, other shapes
+        first = next((l.strip() for l in str(e).splitlines() if "size mismatch" in l), str(e).splitlines()[0])
+        raise InputError(f"weights do not match the model in config.yaml: {first}", path=str(file)) from None
+    if missing or unexpected:
+        what = []
+        if missing:
+            what.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+        if unexpected:
+            what.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise InputError("weights do not match the model in config.yaml: " + "; ".join(what), path=str(file))
+    model.to(device).eval()
+    return model, manifest, cfg
