@@ -74,7 +74,8 @@ def select_backend(model: str | Path, name: str | None = None):
             log.info("backend %s", note)
         short = [n.split(". ")[0].split(" (")[0] for n in notes]  # first clause of each reason
         if short:
-            log.warning("using backend %s; faster ones unavailable: %s", candidate, "; ".join(short))
+            # Expected on most machines (no TensorRT on a CPU): said once, in the log and the start event.
+            log.info("using backend %s; faster ones unavailable: %s", candidate, "; ".join(short))
         return backend, short
     raise InputError("no backend can run this model: " + " | ".join(notes))
 
@@ -219,12 +220,10 @@ class Recognizer:
             labels=self.labels, modalities=self.features.modalities, window=self.conversation.window,
             load_s=round(self.load_s, 2), asr=str(getattr(self.transcriber, "model_path", "")),
             video=("used" if self.uses_video else "not used by this model") if self.video else "none",
+            backends_skipped=list(self.backend_notes),
         ))
         if self.video and not self.uses_video:
             log.info("model %s does not use video: frames go to the overlay / recording only", self.manifest.name)
-        if self.backend_notes:
-            self._emit(warning_event(f"using backend {self.backend.name}; faster ones unavailable: "
-                                     + "; ".join(self.backend_notes), source="backend", log=False))
         if self.uses_video and not self.video:
             self._emit(warning_event("the model uses video but there is no video source: its visual modality is masked out",
                                      source="video"))
