@@ -10,7 +10,14 @@ sounddevice. Modules:
 * :mod:`runtime.video`    -- camera / video-file frames with a latest-frame-wins buffer;
 * :mod:`runtime.vad`      -- silero VAD (ONNX) and the streaming end-of-utterance segmenter;
 * :mod:`runtime.asr`      -- faster-whisper transcription with hallucination guards;
-* :mod:`runtime.speakers` -- resemblyzer voice embeddings (ONNX) and online speaker clustering.
+* :mod:`runtime.speakers` -- resemblyzer voice embeddings (ONNX) and online speaker clustering;
+* :mod:`runtime.features` -- exactly the feature extractors the model's manifest names;
+* :mod:`runtime.conversation` -- the incremental conversation graph over a bounded window
+  (built by ``train.graph.build_graph``, the function training uses);
+* :mod:`runtime.recognizer` -- ``Recognizer``, the Python API: audio chunks and frames in, events out;
+* :mod:`runtime.events`   -- JSON-lines events and the terminal status line;
+* :mod:`runtime.overlay`, :mod:`runtime.record` -- ``--window`` display and ``--record`` sessions;
+* :mod:`runtime.live`     -- the ``python -m runtime.live`` command; :mod:`runtime.bench` its benchmark.
 
 The audio stages chain like this (``cfg = runtime.config.load_runtime_config(path)``)::
 
