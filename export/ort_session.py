@@ -21,11 +21,13 @@ def default_providers() -> list[str]:
     return [p for p in _PREFERRED if p in available] or ["CPUExecutionProvider"]
 
 
-def make_session(path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None):
+def make_session(path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None,
+                 what: str | None = None):
     """An ``onnxruntime.InferenceSession`` for ``path`` with full graph optimisation.
 
     ``threads``: intra-op threads (None: onnxruntime's default, one per physical core).
-    A missing or unreadable file is an :class:`InputError` naming it.
+    ``what``: the artifact's name for error messages ("VAD model"). A missing or unreadable file
+    is an :class:`InputError` naming it.
     """
     try:
         import onnxruntime as ort
@@ -33,7 +35,7 @@ def make_session(path: str | Path, *, providers: Sequence[str] | None = None, th
         raise InputError("onnxruntime is not installed: pip install 'ariigcn[export]'") from None
     path = Path(path)
     if not path.is_file():
-        raise InputError("ONNX file not found", path=str(path))
+        raise InputError(f"{what or 'ONNX file'} not found", path=str(path))
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only: onnxruntime's warnings about unused initializers are noise here
@@ -42,4 +44,5 @@ def make_session(path: str | Path, *, providers: Sequence[str] | None = None, th
     try:
         return ort.InferenceSession(str(path), opts, providers=list(providers or default_providers()))
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise InputError(f"onnxruntime cannot load it: {str(e).splitlines()[0]}", path=str(path)) from None
+        reason = f"cannot load the {what}" if what else "onnxruntime cannot load it"
+        raise InputError(f"{reason}: {str(e).splitlines()[0]}", path=str(path)) from None

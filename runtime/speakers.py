@@ -197,17 +197,10 @@ class VoiceEncoder:
     """resemblyzer's speaker encoder on onnxruntime: ``embed(audio) -> (256,) float32``, unit norm."""
 
     def __init__(self, cache_dir: str | Path | None = None, model_path: str | Path | None = None, threads: int = 1):
-        import onnxruntime as ort
+        from export.ort_session import make_session
 
         path = Path(model_path) if model_path else ensure_encoder_onnx(cache_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise InputError(f"cannot load the ONNX voice encoder: {str(e).splitlines()[0]}", path=str(path)) from None
+        self.session = make_session(path, providers=["CPUExecutionProvider"], threads=threads, what="ONNX voice encoder")
         self.path = path
 
     def embed(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -55,19 +55,10 @@ class SileroVAD:
     """Stateful silero VAD: ``probs(windows) -> P(speech)`` for consecutive 512-sample windows."""
 
     def __init__(self, model_path: str | Path | None = None, threads: int = 1):
-        import onnxruntime as ort
+        from export.ort_session import make_session
 
         path = Path(model_path) if model_path else default_vad_model()
-        if not path.is_file():
-            raise InputError("VAD model file not found", path=str(path))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise InputError(f"cannot load the VAD model: {str(e).splitlines()[0]}", path=str(path)) from None
+        self.session = make_session(path, providers=["CPUExecutionProvider"], threads=threads, what="VAD model")
         names = {i.name for i in self.session.get_inputs()}
         if names == {"input", "h", "c"}:
             self.kind = "hc"  # faster-whisper's export: rows are processed in sequence
