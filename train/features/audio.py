@@ -108,6 +108,16 @@ def validate_audio(audio: np.ndarray | None, sample_rate: int, where: str = "utt
     return x
 
 
+
+def _rows(extract_one, items: Sequence[UtteranceInput], dim: int) -> np.ndarray:
+    """(len(items), dim) float32: ``extract_one(audio, sample_rate, where)`` per utterance, NaN where it gives None."""
+    out = np.full((len(items), dim), np.nan, dtype=np.float32)
+    for i, it in enumerate(items):
+        row = extract_one(it.audio, it.sample_rate, where=f"utterance {i}")
+        if row is not None:
+            out[i] = row
+    return out
+
 class IS10Extractor:
     """openSMILE IS10 paralinguistic functionals: (n, 1582) float32, one row per utterance.
 
@@ -145,12 +155,7 @@ class IS10Extractor:
 
     def extract(self, items: Sequence[UtteranceInput]) -> np.ndarray:
         """(len(items), 1582) float32 IS10 functionals of ``item.audio``; NaN rows where there is no signal."""
-        out = np.full((len(items), DIM), np.nan, dtype=np.float32)
-        for i, it in enumerate(items):
-            row = self.extract_one(it.audio, it.sample_rate, where=f"utterance {i}")
-            if row is not None:
-                out[i] = row
-        return out
+        return _rows(self.extract_one, items, DIM)
 
     def extract_one(self, audio: np.ndarray | None, sample_rate: int = SAMPLE_RATE, where: str = "utterance") -> np.ndarray | None:
         """(1582,) float32 features of one utterance, or None when it is empty, too short or silent."""
@@ -270,12 +275,7 @@ class WhisperEncoderExtractor:
 
     def extract(self, items: Sequence[UtteranceInput]) -> np.ndarray:
         """(len(items), dim) float32 pooled encoder states of ``item.audio``; NaN rows where there is no signal."""
-        out = np.full((len(items), self.identity.dim), np.nan, dtype=np.float32)
-        for i, it in enumerate(items):
-            row = self.extract_one(it.audio, it.sample_rate, where=f"utterance {i}")
-            if row is not None:
-                out[i] = row
-        return out
+        return _rows(self.extract_one, items, self.identity.dim)
 
     def extract_one(self, audio: np.ndarray | None, sample_rate: int = SAMPLE_RATE, where: str = "utterance") -> np.ndarray | None:
         """(dim,) float32 embedding of one utterance, or None when it is empty, too short or silent."""
