@@ -26,7 +26,6 @@ integers 0, 1, ... in order of first appearance and never change.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -38,6 +37,7 @@ import numpy as np
 
 from runtime.config import SAMPLE_RATE, SpeakerConfig
 from train.errors import InputError
+from train.features.base import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,11 @@ def resemblyzer_checkpoint() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ensure_encoder_onnx(cache_dir: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
     """Return the cached ONNX voice encoder, building it from resemblyzer's weights if absent."""
     ckpt = Path(checkpoint) if checkpoint else resemblyzer_checkpoint()
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = cache / f"resemblyzer-{_sha256(ckpt)[:16]}-v{BUILDER_VERSION}.onnx"
+    target = cache / f"resemblyzer-{file_sha256(ckpt)[:16]}-v{BUILDER_VERSION}.onnx"
     if target.is_file():
         return target
     try:
@@ -158,7 +150,7 @@ def build_encoder_onnx(checkpoint: Path):
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="ariigcn.runtime.speakers")
-    model.doc_string = f"resemblyzer {checkpoint.name} (sha256 {_sha256(checkpoint)}), builder v{BUILDER_VERSION}"
+    model.doc_string = f"resemblyzer {checkpoint.name} (sha256 {file_sha256(checkpoint)}), builder v{BUILDER_VERSION}"
     onnx.checker.check_model(model)
     return model
 

@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from train.errors import InputError
-from train.features.base import ExtractorIdentity, UtteranceInput
+from train.features.base import ExtractorIdentity, UtteranceInput, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,6 @@ class IS10Extractor:
 
 WHISPER_NAME = "whisper-enc"
 _WHISPER_WINDOW = 3000  # mel frames in Whisper's 30 s window (the encoder has 1500 positions)
-_sha_memo: dict[tuple[str, int, int], str] = {}
 
 
 def default_whisper_path() -> Path:
@@ -188,15 +187,7 @@ def default_whisper_path() -> Path:
 
 
 def _sha12(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _sha_memo[key] = h.hexdigest()[:12]
-    return _sha_memo[key]
+    return file_sha256(path)[:12]
 
 
 class WhisperEncoderExtractor:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from train.errors import InputError
-from train.features.base import ExtractorIdentity, UtteranceInput
+from train.features.base import ExtractorIdentity, UtteranceInput, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ DIM = 384
 # Files whose bytes decide the outputs besides the sentence-transformers configs.
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-_hash_memo: dict[tuple[str, int, int], str] = {}
 
 
 def default_model_path() -> Path:
@@ -49,17 +48,6 @@ def is_blank(text: str | None) -> bool:
     return text is None or not str(text).strip()
 
 
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file, memoised by (path, size, mtime) so identities are cheap to recompute."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hash_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _hash_memo[key] = h.hexdigest()
-    return _hash_memo[key]
 
 
 def _read_json(path: Path, default=None):
@@ -110,7 +98,7 @@ def model_identity(model_dir: str | Path | None = None) -> ExtractorIdentity:
         raise InputError("no model weights (*.safetensors) in the text encoder directory", path=str(model_dir))
     h = hashlib.sha256()
     for p in weights + [model_dir / f for f in _TOKENIZER_FILES if (model_dir / f).is_file()]:
-        h.update(p.name.encode() + b"\0" + _file_sha256(p).encode() + b"\n")
+        h.update(p.name.encode() + b"\0" + file_sha256(p).encode() + b"\n")
     h.update(json.dumps(settings, sort_keys=True).encode())
     version = ";".join(
         [

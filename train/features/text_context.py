@@ -44,7 +44,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from train.errors import InputError
-from train.features.base import ExtractorIdentity, UtteranceInput
+from train.features.base import ExtractorIdentity, UtteranceInput, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +196,6 @@ def read_encoder_json(encoder_dir: Path) -> dict[str, Any]:
     return raw
 
 
-def _sha256(path: Path) -> str:
-    from train.features.text import _file_sha256  # memoised by (path, size, mtime)
-
-    return _file_sha256(path)
-
-
 def identity_name(encoder_name: str) -> str:
     """Registry / identity name of an encoder called ``encoder_name`` in its encoder.json."""
     return f"{NAME}-{encoder_name}"
@@ -229,7 +223,7 @@ def encoder_identity(encoder_dir: str | os.PathLike) -> ExtractorIdentity:
         )
     h = hashlib.sha256()
     for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        h.update(f.encode() + b"\0" + _sha256(d / f).encode() + b"\n")
+        h.update(f.encode() + b"\0" + file_sha256(d / f).encode() + b"\n")
     h.update(json.dumps(fmt.to_dict(), sort_keys=True).encode())
     h.update(base.version.encode())
     version = f"ctx-{h.hexdigest()[:12]};k{fmt.turns};{fmt.speakers};{fmt.max_length}"
