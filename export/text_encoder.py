@@ -188,24 +188,40 @@ def quantize_text_encoder(files: TextEncoderFiles) -> TextEncoderFiles:
     return replace(files, int8=out)
 
 
-def check_parity(export_dir: str | Path, *, source: str | Path | None = None, texts: Sequence[str] = PARITY_TEXTS) -> dict[str, float]:
-    """Compare the exported encoder(s) with sentence-transformers on ``texts``.
+def check_parity(
+    export_dir: str | Path,
+    *,
+    source: str | Path | None = None,
+    texts: Sequence[str] = PARITY_TEXTS,
+    items: Sequence | None = None,
+    extractor: str = "minilm",
+) -> dict[str, float]:
+    """Compare the exported encoder(s) in ``export_dir`` with their torch form.
+
+    ``extractor``: the registry name ("minilm", or a fine-tuned ``minilm-ctx-*`` whose export
+    formats speaker and past turns the same way); the reference is its torch extractor (for
+    "minilm": sentence-transformers on ``source``, default the offline wheel).
+    ``items``: :class:`UtteranceInput` (with speaker and ``context`` for context encoders);
+    default one item per text of ``texts``.
 
     Returns ``{"fp32_max_abs_diff": .., "int8_min_cosine": .., "int8_mean_cosine": ..}`` (INT8
-    keys only when an INT8 model is present).
+    keys only when an INT8 model is present), all against the torch reference.
     """
     import numpy as np
 
     from train.features.base import UtteranceInput
-    from train.features.text_onnx import OnnxMiniLMExtractor
+    from train.features.registry import get_extractor
 
-    source = Path(source) if source is not None else default_source()
-    ref = _load_sentence_transformer(source).encode(list(texts), convert_to_numpy=True, normalize_embeddings=False)
-    items = [UtteranceInput(text=t) for t in texts]
-    fp32 = OnnxMiniLMExtractor(export_dir, precision="fp32").extract(items)
+    items = list(items) if items is not None else [UtteranceInput(text=t) for t in texts]
+    if extractor == "minilm":
+        source = Path(source) if source is not None else default_source()
+        ref = _load_sentence_transformer(source).encode([it.text for it in items], convert_to_numpy=True, normalize_embeddings=False)
+    else:
+        ref = get_extractor(extractor, backend="torch", device="cpu").extract(items)
+    fp32 = get_extractor(extractor, backend="onnx", path=export_dir, precision="fp32").extract(items)
     result = {"fp32_max_abs_diff": float(np.abs(fp32 - ref).max())}
     if (Path(export_dir) / ENCODER_INT8_FILE).is_file():
-        int8 = OnnxMiniLMExtractor(export_dir, precision="int8").extract(items)
+        int8 = get_extractor(extractor, backend="onnx", path=export_dir, precision="int8").extract(items)
         cos = (int8 * ref).sum(1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(ref, axis=1))
         result["int8_min_cosine"] = float(cos.min())
         result["int8_mean_cosine"] = float(cos.mean())

@@ -124,8 +124,8 @@ def test_labels_of_another_dataset_are_refused(setup, tmp_path, capsys):
 
 # --- shipped models ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,labels", [("iemocap", IEMOCAP_LABELS), ("meld", MELD_LABELS)])
-def test_shipped_model_resolves_and_reads_without_torch(name, labels):
+@pytest.mark.parametrize("name,labels,ext", [("iemocap", IEMOCAP_LABELS, "minilm"), ("meld", MELD_LABELS, "minilm-ctx-meld")])
+def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext):
     code = (
         "import sys, json\n"
         "from train.model_dir import resolve_model_dir, read_manifest, read_metrics\n"
@@ -138,7 +138,7 @@ def test_shipped_model_resolves_and_reads_without_torch(name, labels):
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert info["labels"] == labels
-    assert info["causal"] and info["ext"] == "minilm" and info["dim"] == 384
+    assert info["causal"] and info["ext"] == ext and info["dim"] == 384
     assert info["torch"] is False
     assert info["metrics"]
     assert Path(info["dir"]).resolve() == (ROOT / "runtime" / "models" / name).resolve()

@@ -259,7 +259,7 @@ def test_text_extractor_absent_from_export(trained):
     """The synthetic model's features are precomputed: no text encoder in its export, said clearly."""
     from export.backends import OnnxBackend
 
-    with pytest.raises(InputError, match="the export has no fp32 text encoder"):
+    with pytest.raises(InputError, match=r"text features \(precomputed\) have no exported \(onnx\) encoder"):
         OnnxBackend(export_dir=trained[3]).text_extractor()
 
 
