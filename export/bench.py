@@ -124,6 +124,31 @@ def _print_text(res: dict) -> None:
     )
 
 
+def per_utterance(text: dict, graph: dict) -> dict:
+    """What the runtime's model stage costs per utterance: embed the transcript, then one graph
+    step over the largest window; ONNX INT8 against ONNX FP32 (p50 sums, sizes, whole-path wF1)."""
+    w = max(graph["latency"]["onnx"], key=int)
+    out = {"window": int(w)}
+    for name in ("torch", "onnx", "onnx-int8"):
+        out[name] = {"p50_ms": text["latency"][name]["p50_ms"] + graph["latency"][name][w]["p50_ms"],
+                     "size_mb": text["latency"][name]["size_mb"] + graph["size_mb"][name]}
+    out["int8_speedup"] = out["onnx"]["p50_ms"] / out["onnx-int8"]["p50_ms"]
+    out["int8_size_ratio"] = out["onnx-int8"]["size_mb"] / out["onnx"]["size_mb"]
+    pipe = graph.get("int8_pipeline")
+    out["int8_weighted_f1_drop"] = pipe["weighted_f1_drop"] if pipe else None
+    return out
+
+
+def _print_per_utterance(r: dict) -> None:
+    print(f"Per utterance (text encoder + one graph step at W={r['window']}), p50 ms and size:")
+    for name in ("torch", "onnx", "onnx-int8"):
+        print(f"  {name:<10} {r[name]['p50_ms']:8.2f} ms {r[name]['size_mb']:8.1f} MB")
+    drop = r["int8_weighted_f1_drop"]
+    print(f"  INT8 vs FP32: {r['int8_speedup']:.2f}x faster, {r['int8_size_ratio']:.2f} of the size"
+          + (f", wF1 drop {drop:+.2f} (whole INT8 path vs torch)" if drop is not None else "")
+          + "  [goal: >= 1.5x, <= 0.33, <= 0.5]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model name or directory: also benchmark the graph model")
@@ -171,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["graph"] = bench_graph(args.model, export_dir if args.export else Path(tmp) / "graph", data, args.n, windows=WINDOWS)
             if not args.json:
                 print_graph(result["graph"])
+            if "text_encoder" in result:
+                result["per_utterance"] = per_utterance(result["text_encoder"], result["graph"])
+                if not args.json:
+                    _print_per_utterance(result["per_utterance"])
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

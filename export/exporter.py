@@ -1,8 +1,9 @@
 """Everything ``python -m export`` does, in order, for one trained model.
 
 1. graph model -> ``graph.onnx`` (dense step, FP32; :mod:`export.graph_model`);
-2. ``--int8``: ``graph.int8.onnx`` — static QDQ calibrated on the windows of the first N
-   training conversations (``--calib N``), or dynamic (``--int8-method dynamic``);
+2. ``--int8``: ``graph.int8.onnx`` — dynamic INT8 (default; the CPU backend ``onnx-int8``), or
+   static QDQ calibrated on the windows of the first N training conversations
+   (``--int8-method static --calib N``; the form TensorRT's explicit INT8 engine is built from);
 3. ``--fp16``: ``graph.fp16.onnx``;
 4. the text encoder the model's features need (MiniLM) -> ``text_encoder.onnx`` (+ INT8 with
    ``--int8``) and ``tokenizer.json``;
@@ -38,7 +39,12 @@ FLOAT_HEAD = ("model.classifier.",)
 @dataclass
 class ExportOptions:
     int8: bool = False
-    int8_method: str = "static"  # static (QDQ, calibrated) | dynamic
+    # dynamic (default) | static (QDQ, calibrated). Measured on the shipped models' validation
+    # splits (2-D relation weights, activation products float): dynamic agrees with torch on
+    # 99.54% (IEMOCAP) / 100% (MELD) of labels at 0.27 of the FP32 size; static QDQ on 98.92% /
+    # 99.91% at 0.32 of the size; both 1.1-1.2x FP32 speed on CPU. Static stays for TensorRT,
+    # whose INT8 engines need the QDQ form.
+    int8_method: str = "dynamic"
     calib: int = 32  # training conversations for static calibration
     calibrate_method: str = "minmax"
     fp16: bool = False
@@ -143,7 +149,8 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
                 calibrate_method=opts.calibrate_method, keep_float=FLOAT_HEAD,
             )
             em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", method="static-qdq", calibration_conversations=len(train),
-                        calibration_windows=len(feeds), calibrate_method=opts.calibrate_method, kept_float=list(FLOAT_HEAD))
+                        calibration_windows=len(feeds), calibrate_method=opts.calibrate_method, kept_float=list(FLOAT_HEAD),
+                        activation_products="float")
         else:
             quantize_dynamic_int8(out / GRAPH_FILE, out / GRAPH_INT8_FILE)
             em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", method="dynamic")
@@ -265,8 +272,13 @@ def _build_engines(out: Path, em: mf.ExportManifest, spec: GraphSpec) -> dict[st
     info: dict[str, Any] = {"engine_dir": "engines", "engines": {}}
     dims = engine_dims(spec)
     for precision, onnx_file in (("fp16", GRAPH_FILE), ("int8", GRAPH_INT8_FILE)):
-        if precision == "int8" and em.files.get(GRAPH_INT8_FILE, mf.FileEntry("", None, "", 0)).details.get("method") != "static-qdq":
-            continue  # TensorRT's explicit INT8 needs the QDQ model
+        if precision == "int8":
+            entry = em.files.get(GRAPH_INT8_FILE)
+            if entry is None:
+                continue
+            if entry.details.get("method") != "static-qdq":  # TensorRT's explicit INT8 needs the QDQ model
+                log.warning("no INT8 TensorRT engine: it is built from the static QDQ model; export with --int8 --int8-method static")
+                continue
         engine = build_engine(out / onnx_file, out / "engines", precision=precision, dims=dims)
         shapes = profile_shapes(out / onnx_file, dims)
         info["engines"][precision] = {"engine": engine.name, "trtexec": trtexec_command(onnx_file, f"engines/{engine.name}", precision, shapes)}

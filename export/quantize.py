@@ -83,6 +83,7 @@ def quantize_static_int8(
     op_types: Sequence[str] | None = None,
     nodes_to_exclude: Sequence[str] | None = None,
     keep_float: Sequence[str] = (),
+    weights_only: bool = True,
 ) -> Path:
     """Static QDQ INT8 copy of ``fp32_path`` calibrated with ``reader``; returns ``out_path``.
 
@@ -91,6 +92,10 @@ def quantize_static_int8(
     ``op_types`` default: every op onnxruntime can quantise.
     ``keep_float``: initializer-name prefixes; nodes reading such a weight stay float (e.g. a
     classifier head, where int8 rounding flips near-tie labels).
+    ``weights_only``: quantise only products with a constant weight; products of two activations
+    (the GCN's ``Â_r @ X``, with the 0..1 normalised adjacency) stay float: they hold no weights to
+    shrink, and quantising both operands cost label agreement (IEMOCAP valid 98.76% -> 98.92%
+    with them float; MELD 99.64% -> 99.91%).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -101,7 +106,7 @@ def quantize_static_int8(
     with tempfile.TemporaryDirectory(prefix="calib-") as tmpdir, atomic_path(out_path) as tmp:
         pre = Path(tmpdir) / "pre.onnx"
         _preprocess(fp32_path, pre)
-        exclude = list(nodes_to_exclude or []) + _nodes_reading(pre, keep_float)
+        exclude = list(nodes_to_exclude or []) + _nodes_reading(pre, keep_float) + (_activation_products(pre) if weights_only else [])
         log.info("static INT8 (QDQ, %s, per_channel=%s, %d nodes kept float) %s -> %s", calibrate_method, per_channel, len(exclude), fp32_path.name, out_path.name)
         quantize_static(
             str(pre),
@@ -131,6 +136,15 @@ def _nodes_reading(path: Path, prefixes: Sequence[str]) -> list[str]:
     model = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer if i.name.startswith(tuple(prefixes))}
     return [n.name for n in model.graph.node if inits.intersection(n.input)]
+
+
+def _activation_products(path: Path) -> list[str]:
+    """MatMul / Gemm nodes of ``path`` with no constant operand (activation x activation)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and not inits.intersection(n.input)]
 
 
 def _batched_weight_matmuls(path: Path) -> list[str]:

@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     cfg = write_config(tmp / "cfg.yaml", tiny_config(modalities=MODS, train={"epochs": 8}))
     model = tmp / "model"
     assert train_main(["--config", str(cfg), "--data", str(data), "--out", str(model), "--no-progress"]) == 0
-    assert export_main(["--model", str(model), "--int8", "--fp16", "--data", str(data), "--calib", "16"]) == 0
+    assert export_main(["--model", str(model), "--int8", "--int8-method", "static", "--fp16", "--data", str(data), "--calib", "16"]) == 0
     return tmp, data, model, model / "export"
 
 
@@ -115,6 +115,43 @@ def test_export_writes_files_and_manifest(trained):
     ops = {n.op_type for n in onnx.load(str(out / "graph.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert onnx.TensorProto.FLOAT16 in {i.data_type for i in onnx.load(str(out / "graph.fp16.onnx")).graph.initializer}
+
+
+def test_static_int8_keeps_activation_products_float(trained):
+    """Only products with a weight are quantised: ``Â_r @ X`` (two activations) reads float inputs."""
+    import onnx
+
+    from export.quantize import _activation_products
+
+    _, _, _, out = trained
+    products = set(_activation_products(out / "graph.onnx"))
+    assert products  # the GCN's neighbour aggregation, one per layer
+    q = onnx.load(str(out / "graph.int8.onnx")).graph
+    made_by = {o: n.op_type for n in q.node for o in n.output}
+    matmuls = [n for n in q.node if n.op_type in ("MatMul", "Gemm")]
+    for n in matmuls:
+        dq = [made_by.get(i) == "DequantizeLinear" for i in n.input[:2]]
+        assert not any(dq) if n.name in products else all(dq) or n.name.startswith("/classifier"), (n.name, dq)
+
+
+def test_default_int8_is_dynamic_smaller_and_agrees(trained, tmp_path):
+    """``--int8`` alone: dynamic INT8 (weights int8 per channel, including the 2-D relation
+    weights), parity printed into the manifest and within the issue's bounds."""
+    import onnx
+
+    from export.__main__ import main as export_main
+    from export.manifest import read_export_manifest
+
+    _, data, model, _ = trained
+    out = tmp_path / "dyn"
+    assert export_main(["--model", str(model), "--out", str(out), "--int8", "--data", str(data)]) == 0
+    m = read_export_manifest(out)
+    assert m.files["graph.int8.onnx"].details["method"] == "dynamic"
+    p = m.parity["graph"]["onnx-int8"]
+    assert p["label_agreement"] >= 99.0 and p["weighted_f1_drop"] <= 0.5
+    ops = {n.op_type for n in onnx.load(str(out / "graph.int8.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops
+    assert m.files["graph.int8.onnx"].bytes < m.files["graph.onnx"].bytes
 
 
 def test_onnx_backends_match_torch_on_all_splits(trained):

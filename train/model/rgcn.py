@@ -20,7 +20,11 @@ Dense equivalent (for export): with :math:`\mathbf{A}_r \in \{0,1\}^{V \times V}
 (row-normalised), one layer is
 ``U = X @ root + bias + sum_r (Â_r @ X) @ weight[r]`` and ``X' = X + relu(U)``,
 with PyG's parameter layout ``conv.weight`` (R, H, H) (``x @ weight[r]``), ``conv.root`` (H, H)
-and ``conv.bias`` (H,). Dropout is the identity at inference.
+and ``conv.bias`` (H,). Dropout is the identity at inference. :meth:`RelationalGCN.forward_dense`
+computes it as one product with a 2-D weight,
+``U = [X, Â_1 X, ..., Â_R X] @ [root; weight[1]; ...; weight[R]] + bias`` ((V, (R+1)H) @ ((R+1)H, H)),
+so that INT8 quantisers see an ordinary matrix (one scale per output channel) rather than a
+batched (R, H, H) weight that onnxruntime's integer kernels leave in float.
 """
 from __future__ import annotations
 
@@ -54,7 +58,10 @@ class RelationalGCN(nn.Module):
         Shapes: x (V, hidden), adjacency (R, V, V) row-normalised (:func:`dense_adjacency`) -> (V, hidden).
         """
         for conv in self.convs:
-            u = x @ conv.root + conv.bias + torch.bmm(adjacency @ x, conv.weight).sum(0)
+            r, h, _ = conv.weight.shape
+            stacked = torch.cat([conv.root, conv.weight.reshape(r * h, h)], dim=0)  # ((R+1)H, H)
+            neighbours = (adjacency @ x).transpose(0, 1).reshape(x.shape[0], r * h)  # (V, R*H): [Â_1 X, ..., Â_R X]
+            u = torch.cat([x, neighbours], dim=1) @ stacked + conv.bias
             x = x + self.dropout(torch.relu(u))
         return x
 
