@@ -26,8 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--int8-method", choices=("static", "dynamic"), default="dynamic",
                    help="graph model INT8: dynamic (default, for onnxruntime on CPU) or static QDQ calibrated on --calib "
                         "training conversations (needs the data; TensorRT builds its INT8 engine from it)")
-    p.add_argument("--calib", type=int, default=32, metavar="N", help="training conversations for static INT8 calibration (default 32)")
-    p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--calib", type=int, metavar="N", help="training conversations for static INT8 calibration (default: all)")
+    p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"), default="percentile",
+                   help="static INT8 activation ranges (default percentile: the 99.999th percentile of |x|)")
     p.add_argument("--fp16", action="store_true", help="also write an FP16 graph model")
     p.add_argument("--trt", action="store_true", help="build TensorRT engines (needs TensorRT: JetPack or NVIDIA containers)")
     p.add_argument("--window", type=int, help=f"largest window of utterances (default max({DEFAULT_WINDOW}, gcn_layers*past+1))")

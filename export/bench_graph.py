@@ -57,7 +57,9 @@ def bench_graph(model: str, export_dir: Path, data: Path | None, n: int, windows
     from export.exporter import _load_data, _synthetic_dialogues
     from export.parity import graph_parity
 
-    corpus = _load_data(model_dir, manifest, cfg, ExportOptions(data=str(data) if data else None), need=False)
+    # training conversations too when the comparison INT8 is static (it calibrates on them)
+    load_opts = ExportOptions(data=str(data) if data else None, int8=other_method == "static", int8_method="static")
+    corpus = _load_data(model_dir, manifest, cfg, load_opts, need=False)
     source = corpus.split("valid") if corpus is not None else _synthetic_dialogues(onnx_be.spec, manifest.labels)
     # The other INT8 method, for comparison, in a scratch copy of the export.
     scratch = tempfile.TemporaryDirectory(prefix="bench-int8-")
@@ -136,8 +138,8 @@ def _other_int8(export_dir: Path, scratch: Path, em, method: str, corpus, spec):
 
     from export import manifest as mf
     from export.backends import OnnxInt8Backend
-    from export.exporter import FLOAT_HEAD, GRAPH_FILE, GRAPH_INT8_FILE, _windows
-    from export.quantize import calibration_reader, quantize_dynamic_int8, quantize_static_int8
+    from export.exporter import GRAPH_FILE, GRAPH_INT8_FILE, ExportOptions, quantize_graph_static
+    from export.quantize import quantize_dynamic_int8
 
     shutil.copyfile(export_dir / GRAPH_FILE, scratch / GRAPH_FILE)
     if method == "dynamic":
@@ -145,8 +147,8 @@ def _other_int8(export_dir: Path, scratch: Path, em, method: str, corpus, spec):
     else:
         if corpus is None:
             raise InputError("static INT8 needs data to calibrate on (--data)")
-        feeds = [f for d in corpus.split("train")[:32] for f in _windows(spec, d)]
-        quantize_static_int8(scratch / GRAPH_FILE, scratch / GRAPH_INT8_FILE, calibration_reader(feeds), op_types=("MatMul", "Gemm"), keep_float=FLOAT_HEAD)
+        defaults = ExportOptions()
+        quantize_graph_static(scratch / GRAPH_FILE, scratch / GRAPH_INT8_FILE, spec, corpus.split("train")[: defaults.calib], defaults.calibrate_method)
     copy = mf.ExportManifest(model=em.model, model_version=em.model_version, opset=em.opset, window=em.window, graph_io=em.graph_io)
     copy.add_file(scratch, GRAPH_FILE, mf.GRAPH, "fp32")
     copy.add_file(scratch, GRAPH_INT8_FILE, mf.GRAPH, "int8", method=method)
