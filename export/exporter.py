@@ -84,11 +84,12 @@ def _load_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: bool):
     corpus = load_corpus(path)
     if corpus.labels != manifest.labels:
         raise InputError(f"the data's labels {corpus.labels} differ from the model's {manifest.labels}", path=str(path))
-    # Only what calibration and parity read: the first --calib training conversations and the
-    # validation split (a fresh machine computes these features; the rest would be wasted).
+    # Only what calibration and parity read: the --calib training conversations (static INT8 only)
+    # and the validation split (a fresh machine computes these features; the rest would be wasted).
     # Its own cache file (a cache holds exactly one corpus's dialogues: sharing the full corpus's
     # file would shrink it to this subset).
-    used = corpus.split("train")[: opts.calib] + corpus.split("valid")
+    static = opts.int8 and opts.int8_method == "static"
+    used = (corpus.split("train")[: opts.calib] if static else []) + corpus.split("valid")
     src = Path(str(corpus.source))
     subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}-export{src.suffix}")))
     return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir)
