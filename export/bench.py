@@ -178,15 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (export_dir / ENCODER_INT8_FILE).is_file():
                 if args.export:
                     raise InputError(f"no {ENCODER_INT8_FILE} here: export with --int8", path=str(export_dir))
-                if name == "minilm":
-                    from export.text_encoder import export_text_encoder, quantize_text_encoder
+                from export.exporter import write_text_encoder
 
-                    quantize_text_encoder(export_text_encoder(export_dir))
-                else:
-                    from train.features.registry import resolve
-                    from train.features.text_context import export_onnx
-
-                    export_onnx(resolve(name).shipped, export_dir, int8=True)
+                write_text_encoder(name, export_dir, int8=True)
             result["text_encoder"] = bench_text_encoder(export_dir, _items(data, max(args.n, 50)), args.n, name)
             if not args.json:
                 _print_text(result["text_encoder"])

@@ -118,7 +118,7 @@ def _int8_pipeline(net, cfg, manifest, export_dir: Path, dialogues, int8_be) -> 
     from export.manifest import TEXT_ENCODER
     from export.parity import compare
     from train.backends import predict_dialogues
-    from train.features.base import UtteranceInput
+    from export.exporter import utterance_inputs
 
     if "text" not in manifest.dims or int8_be.export.file(TEXT_ENCODER, "int8") is None or not all(d.texts for d in dialogues):
         return None
@@ -127,7 +127,7 @@ def _int8_pipeline(net, cfg, manifest, export_dir: Path, dialogues, int8_be) -> 
     requantised = []
     for d in dialogues:
         d2 = copy.copy(d)
-        d2.features = dict(d.features, text=encoder.extract([UtteranceInput(text=t, speaker=s) for t, s in zip(d.texts, d.speakers)]))
+        d2.features = dict(d.features, text=encoder.extract(utterance_inputs(d)))  # with past turns, for context encoders
         requantised.append(d2)
     return compare(reference, int8_be.predict(requantised), dialogues, manifest.labels)
 

@@ -178,40 +178,55 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
     return em
 
 
-def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None:
-    """Text encoder for a model whose text features come from MiniLM, frozen (``minilm``) or
-    fine-tuned in context (``minilm-ctx-*``, exported merged with its adapter, with
-    ``context.json`` giving the input format); nothing for other text features."""
-    from export.text_encoder import export_text_encoder, quantize_text_encoder
-    from train.features.text import model_identity
-    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, TOKENIZER_FILE
+def exportable_text(name: str) -> bool:
+    """Whether text extractor ``name`` has an ONNX export here: frozen MiniLM or a fine-tuned
+    ``minilm-ctx-*`` (exported merged with its adapter, with ``context.json``)."""
+    return name == "minilm" or name.startswith("minilm-ctx-")
 
-    ident = manifest.extractors.get("text")
-    if ident is None or not (ident.name == "minilm" or ident.name.startswith("minilm-ctx-")):
-        return
-    if ident.name == "minilm":
+
+def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, expect=None):
+    """Export text extractor ``name`` (see :func:`exportable_text`) into ``out``: ONNX, tokenizer,
+    ``context.json`` for context encoders, INT8 when asked. ``expect``: the identity the model's
+    features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``."""
+    from export.text_encoder import export_text_encoder, quantize_text_encoder
+
+    if name == "minilm":
+        from train.features.text import model_identity
+
         installed = model_identity(None)
     else:  # a shipped fine-tuned encoder (runtime/models/encoders/<name>/)
         from train.features.registry import resolve
 
-        encoder_cls = resolve(ident.name)
+        encoder_cls = resolve(name)
         installed = encoder_cls.default_identity()
-    if installed != ident:
+    if expect is not None and installed != expect:
         raise InputError(
-            f"the model's text features come from {ident.name} {ident.version}, but the installed encoder is {installed.version}; "
+            f"the model's text features come from {expect.name} {expect.version}, but the installed encoder is {installed.version}; "
             "export with the encoder the model was trained on"
         )
-    if ident.name == "minilm":
-        files = export_text_encoder(out, identity=ident, opset=em.opset)
+    if name == "minilm":
+        files = export_text_encoder(out, identity=installed, opset=opset)
     else:
-        from train.features.text_context import CONTEXT_JSON, export_onnx
+        from train.features.text_context import export_onnx
 
-        files = export_onnx(encoder_cls.shipped, out)
+        files = export_onnx(encoder_cls.shipped, out, opset=opset)
+    return quantize_text_encoder(files) if int8 else files
+
+
+def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None:
+    """The model's text encoder into the export, when its text features have one."""
+    from train.features.text_context import CONTEXT_JSON
+    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, TOKENIZER_FILE
+
+    ident = manifest.extractors.get("text")
+    if ident is None or not exportable_text(ident.name):
+        return
+    files = write_text_encoder(ident.name, out, int8=int8, opset=em.opset, expect=ident)
+    if (out / CONTEXT_JSON).is_file() and ident.name != "minilm":
         em.add_file(out, CONTEXT_JSON, mf.TEXT_CONTEXT, None)
     em.add_file(out, ENCODER_FILE, mf.TEXT_ENCODER, "fp32", max_length=files.max_length)
     em.add_file(out, TOKENIZER_FILE, mf.TOKENIZER, None)
     if int8:
-        quantize_text_encoder(files)
         em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method="dynamic")
 
 
@@ -240,21 +255,21 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
     return result
 
 
-def _parity_items(dialogues, n: int):
-    """Up to ``n`` validation utterances as extractor inputs, each with its speaker and past turns
-    (as the runtime passes them), taken from the start of each dialogue onwards."""
+def utterance_inputs(dialogue, past: int = 8) -> list:
+    """Text extractor inputs for every utterance of ``dialogue``: transcript, speaker and the
+    ``past`` previous turns as ``context``, as the live runtime passes them."""
     from train.features.base import UtteranceInput
 
-    items = []
-    for d in dialogues:
-        texts = d.texts or []
-        for i, t in enumerate(texts):
-            if t and t.strip():
-                ctx = [UtteranceInput(text=texts[j], speaker=d.speakers[j]) for j in range(max(0, i - 8), i)]
-                items.append(UtteranceInput(text=t, speaker=d.speakers[i], context=ctx))
-            if len(items) >= n:
-                return items
-    return items
+    texts = dialogue.texts or [None] * len(dialogue)
+    return [UtteranceInput(text=t, speaker=dialogue.speakers[i],
+                           context=[UtteranceInput(text=texts[j], speaker=dialogue.speakers[j]) for j in range(max(0, i - past), i)])
+            for i, t in enumerate(texts)]
+
+
+def _parity_items(dialogues, n: int):
+    """Up to ``n`` validation utterances with a transcript, as :func:`utterance_inputs`."""
+    items = [it for d in dialogues for it in utterance_inputs(d) if it.text and it.text.strip()]
+    return items[:n]
 
 
 def _synthetic_dialogues(spec: GraphSpec, labels: Sequence[str], n: int = 8, seed: int = 0):

@@ -307,7 +307,7 @@ def save_merged(encoder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def export_onnx(encoder: str | os.PathLike, out_dir: str | os.PathLike, *, int8: bool = False):
+def export_onnx(encoder: str | os.PathLike, out_dir: str | os.PathLike, *, int8: bool = False, opset: int | None = None):
     """Export the merged encoder to ``out_dir`` with ``export.text_encoder`` (ONNX + tokenizer),
     stamped with this extractor's identity, and write ``context.json`` beside it so
     :class:`OnnxContextTextExtractor` formats inputs the same way. Returns the exporter's
@@ -320,7 +320,7 @@ def export_onnx(encoder: str | os.PathLike, out_dir: str | os.PathLike, *, int8:
     fmt = read_encoder_json(d)["context"]
     with tempfile.TemporaryDirectory(prefix="merged-encoder-") as tmp:
         merged = save_merged(d, Path(tmp) / "st")
-        files = export_text_encoder(out_dir, source=merged, identity=identity)
+        files = export_text_encoder(out_dir, source=merged, identity=identity, **({"opset": opset} if opset else {}))
     if int8:
         files = quantize_text_encoder(files)
     write_text_atomic(Path(out_dir) / CONTEXT_JSON, json.dumps({"context": fmt, "identity": identity.to_dict()}, indent=2) + "\n")
