@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Sequence
 
-from train.errors import run_cli
+from train.common import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from export.graph_inputs import PROBS, GraphSpec, check_window_features, step_fe
 from export.manifest import GRAPH, ExportManifest, check_export, is_export_dir
 from train.backends import check_features, register_backend
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import ExtractorIdentity
 from train.model_dir import ModelManifest, WEIGHTS_FILE
 
@@ -170,7 +170,7 @@ class OnnxBackend(GraphBackend):
         """``threads``: onnxruntime intra-op threads; 1 by default — the per-step model is a few
         small matrix products (~0.1 ms), which more threads do not speed up, and the live
         runtime's other stages (ASR, text encoder) need the cores."""
-        from export.ort_session import make_session
+        from train.common import make_session
 
         super().__init__(model_dir, export_dir=export_dir)
         self.session = make_session(self.export_dir / self.file, providers=providers, threads=threads)

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger(__name__)
 

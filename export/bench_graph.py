@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from export.graph_inputs import step_feeds
-from train.errors import InputError
+from train.common import InputError
 
 
 def _window_dialogues(dialogues, modalities, w: int, count: int = 64):

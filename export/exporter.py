@@ -23,7 +23,7 @@ import numpy as np
 
 from export import manifest as mf
 from export.graph_inputs import PRESENT, GraphSpec, step_feeds
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +207,9 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
     if name == "minilm":
         files = export_text_encoder(out, identity=installed, opset=opset)
     else:
-        from train.features.text_context import export_onnx
+        from export.text_encoder import export_context_encoder
 
-        files = export_onnx(encoder_cls.shipped, out, opset=opset)
+        files = export_context_encoder(encoder_cls.shipped, out, opset=opset)
     return quantize_text_encoder(files) if int8 else files
 
 

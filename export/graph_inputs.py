@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 from train.graph import build_graph, window_size
 
 PRESENT = "present"

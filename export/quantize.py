@@ -21,8 +21,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from export.files import atomic_path
-from train.errors import InputError
+from train.common import InputError, atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def quantize_static_int8(
     if calibrate_method not in methods:
         raise InputError(f"unknown calibration method {calibrate_method!r}; expected one of {sorted(methods)}")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="calib-") as tmpdir, atomic_path(out_path) as tmp:
+    with tempfile.TemporaryDirectory(prefix="calib-") as tmpdir, atomic_file(out_path) as tmp:
         pre = Path(tmpdir) / "pre.onnx"
         _preprocess(fp32_path, pre)
         exclude = list(nodes_to_exclude or []) + _nodes_reading(pre, keep_float) + (_activation_products(pre) if weights_only else [])
@@ -172,7 +171,7 @@ def quantize_dynamic_int8(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="dynq-") as tmpdir, atomic_path(out_path) as tmp:
+    with tempfile.TemporaryDirectory(prefix="dynq-") as tmpdir, atomic_file(out_path) as tmp:
         pre = Path(tmpdir) / "pre.onnx"
         _preprocess(fp32_path, pre)
         # onnxruntime's integer MatMul kernels take per-channel scales only for 2-D weights; a
@@ -205,7 +204,7 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path, *, op_block_list: 
     if op_block_list is not None:
         kwargs["op_block_list"] = list(op_block_list)
     fp16 = _float16_converter()(model, **kwargs)
-    with atomic_path(out_path) as tmp:
+    with atomic_file(out_path) as tmp:
         onnx.save(fp16, str(tmp))
     log.info("FP16 %s -> %s", fp32_path.name, out_path.name)
     return out_path

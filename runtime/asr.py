@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, AsrConfig
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 from train.graph import window_size
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from typing import IO, Any, Mapping, Sequence
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.config import SAMPLE_RATE
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import FeatureExtractor, UtteranceInput
 from train.model_dir import ModelManifest
 

@@ -41,7 +41,7 @@ from runtime.conversation import Conversation
 from runtime.events import status_event, utterance_event, warning_event
 from runtime.features import FeatureBuilder, UtteranceData
 from runtime.video import Frame, FrameHistory, LatestFrame
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 from runtime.conversation import Conversation, backend_window  # noqa: E402
 from tests.train_fixtures import tiny_config  # noqa: E402
 from train.data.corpus import Dialogue  # noqa: E402
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 from train.graph import window_size  # noqa: E402
 
 MODS = ("text", "audio", "visual")

@@ -57,7 +57,7 @@ def test_text_report_and_confusion_png(setup, capsys, tmp_path):
 
 
 def test_empty_split_is_a_clear_error(setup, tmp_path, capsys):
-    from train.errors import run_cli
+    from train.common import run_cli
     from train.evaluate import main
 
     _, _, model = setup
@@ -69,7 +69,7 @@ def test_empty_split_is_a_clear_error(setup, tmp_path, capsys):
 
 
 def test_unknown_backend_names_the_available_ones(setup, capsys):
-    from train.errors import run_cli
+    from train.common import run_cli
     from train.evaluate import main
 
     _, data, model = setup
@@ -112,7 +112,7 @@ def test_registered_backend_is_used(setup):
 
 def test_labels_of_another_dataset_are_refused(setup, tmp_path, capsys):
     from tests.synthetic_pickles import write_dialoguernn_meld
-    from train.errors import run_cli
+    from train.common import run_cli
     from train.evaluate import main
 
     _, _, model = setup

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("onnxruntime")
 
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import UtteranceInput
 
 TURNS = [("0", "I finally got the job."), ("1", "That is wonderful news!"), ("0", "Thank you, I was so nervous."),

@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 from tests.train_fixtures import tiny_config, write_config, write_dialoguernn_iemocap  # noqa: E402
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = ("text", "audio", "visual")

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from train.data.corpus import Corpus, Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import FeatureExtractor, UtteranceInput
 from train.features.text_context import (
     ADAPTER_WEIGHTS,
@@ -308,9 +308,10 @@ def test_registry_and_attach_features_use_the_context(trained, tmp_path):
 
 def test_onnx_export_of_the_merged_encoder_matches_torch(trained, tmp_path):
     pytest.importorskip("onnxruntime")
-    from train.features.text_context import OnnxContextTextExtractor, export_onnx
+    from export.text_encoder import export_context_encoder
+    from train.features.text_context import OnnxContextTextExtractor
 
-    export_onnx(trained.out, tmp_path / "onnx")
+    export_context_encoder(trained.out, tmp_path / "onnx")
     onnx_ex = OnnxContextTextExtractor(tmp_path / "onnx")
     torch_ex = ContextTextExtractor(trained.out, device="cpu")
     assert onnx_ex.identity == torch_ex.identity

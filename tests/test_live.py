@@ -26,7 +26,7 @@ if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
 
 from runtime import live  # noqa: E402
 from tests import live_fixtures as fx  # noqa: E402
-from train.errors import run_cli  # noqa: E402
+from train.common import run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -84,7 +84,7 @@ def test_end_to_end_generated_speech(env):
 def test_demo_runs_without_torch(env):
     """--demo end to end with --backend onnx: every event, and torch never imported."""
     model = fx.text_model()
-    code = ("import sys; from runtime.live import main; from train.errors import run_cli; "
+    code = ("import sys; from runtime.live import main; from train.common import run_cli; "
             f"rc = run_cli(main, ['--demo', '--fast', '--backend', 'onnx', '--model', {str(model)!r}, '--events', '-', '--quiet']); "
             "print('TORCH', 'torch' in sys.modules, file=sys.stderr); sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)

@@ -8,7 +8,7 @@ import torch
 from train.batch import collate
 from train.config import config_from_dict
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.graph import window_size
 from train.model import ARIIGCN, ModelOutput
 from train.objective import Objective

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from runtime.config import AudioConfig
-from train.errors import InputError
+from train.common import InputError
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,6 @@ CAPTURE = r"""
 import json, sys, time, numpy as np
 from runtime.audio import MicrophoneSource, AudioOverflowError
 from runtime.config import AudioConfig
-from train.errors import InputError
 mode, out, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     if mode == "capture":

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.config import AsrConfig, SpeakerConfig, VadConfig
-from train.errors import InputError
+from train.common import InputError
 
 SR = 16000
 needs_espeak = pytest.mark.skipif(

@@ -8,7 +8,7 @@ import yaml
 
 from tests.synthetic_pickles import write_cosmic_iemocap
 from tests.train_fixtures import tiny_config, write_config, write_dialoguernn_iemocap
-from train.errors import run_cli
+from train.common import run_cli
 
 
 def _train(argv):
@@ -135,7 +135,7 @@ def test_debug_keeps_the_traceback(tmp_path, data):
     raw = tiny_config()
     raw["train"]["epoch"] = 3
     cfg = write_config(tmp_path / "t.yaml", raw)
-    from train.errors import InputError
+    from train.common import InputError
 
     with pytest.raises(InputError):
         _train(["--config", str(cfg), "--data", str(data), "--debug"])

@@ -17,7 +17,7 @@ import pytest
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'opencv-python-headless<5', or the 'live' extra)")
 pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install ai-edge-litert, or the 'live' extra)")
 
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 from train.features import visual  # noqa: E402
 from train.features.base import UtteranceInput  # noqa: E402
 from train.features.visual import EMOTIONS, FerExtractor, find_fer_model  # noqa: E402

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import yaml
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("train")
 

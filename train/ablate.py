@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("train.ablate")
 
@@ -144,9 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(rows, title)
     print(table)
     if args.out:
-        from train.model_dir import atomic_write_text
+        from train.common import write_text_atomic
 
-        atomic_write_text(Path(args.out), table + "\n")
+        write_text_atomic(Path(args.out), table + "\n")
     if args.json_out:
         from train.model_dir import write_json
 

@@ -22,7 +22,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.model_dir import ModelManifest
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import torch
 
 from train.config import GraphConfig
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.graph import build_graph
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from train.errors import run_cli
+from train.common import run_cli
 
 log = logging.getLogger("train.bench")
 

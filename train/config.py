@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from train.errors import InputError
+from train.common import InputError
 
 MODALITIES = ("text", "audio", "visual")
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("train.evaluate")
 

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from train.config import Config, config_from_dict
-from train.errors import InputError
+from train.common import InputError, atomic_file, write_text_atomic
 from train.features.base import ExtractorIdentity
 
 WEIGHTS_FILE = "model.safetensors"
@@ -195,21 +195,8 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
 # Writing
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def save_model_dir(directory: Path, model, cfg: Config, manifest: ModelManifest,
@@ -223,15 +210,9 @@ def save_model_dir(directory: Path, model, cfg: Config, manifest: ModelManifest,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = directory / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
-    try:
+    with atomic_file(directory / WEIGHTS_FILE) as tmp:  # readable by all, as shipped models must be
         save_file(state, str(tmp), metadata={"format": MANIFEST_FORMAT, "name": manifest.name})
-        os.chmod(tmp, 0o644)  # safetensors creates it owner-only; shipped models must be readable
-        os.replace(tmp, directory / WEIGHTS_FILE)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    atomic_write_text(directory / CONFIG_FILE,
+    write_text_atomic(directory / CONFIG_FILE,
                       yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
     if metrics is not None:
         write_json(directory / METRICS_FILE, metrics)

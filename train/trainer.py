@@ -23,7 +23,7 @@ import numpy as np
 
 from train.config import Config
 from train.data.corpus import Corpus, Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import ExtractorIdentity
 from train.metrics import Scores, aggregate, score
 

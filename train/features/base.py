@@ -1,32 +1,14 @@
 """The one interface every per-utterance feature extractor implements."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, memoised by (path, size, mtime) so identities are cheap to recompute.
-
-    Extractor identities hash the files that decide their outputs (weights, configs, cascades).
-    """
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _sha_memo[key] = h.hexdigest()
-    return _sha_memo[key]
+# The project's one audio rate (IEMOCAP's and the live microphone's): extractors resample every
+# input to it, the runtime captures and replays at it.
+SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -60,7 +42,7 @@ class UtteranceInput:
     text: str | None = None
     speaker: str | None = None
     audio: np.ndarray | None = None
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     frames: Sequence[np.ndarray] | None = None
     context: Sequence["UtteranceInput"] = ()
 

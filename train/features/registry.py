@@ -10,7 +10,7 @@ import importlib
 import inspect
 from typing import Any
 
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import FeatureExtractor
 
 # name -> backend -> "module:Class"; insertion order: the first backend is the default.

@@ -35,16 +35,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from train.errors import InputError
-from train.features.base import ExtractorIdentity, UtteranceInput, file_sha256
+from train.common import InputError, atomic_dir, file_sha256
+from train.features.base import ExtractorIdentity, UtteranceInput
 
 log = logging.getLogger(__name__)
 
@@ -294,37 +292,9 @@ def save_merged(encoder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """
     out = Path(out_dir)
     st = merged_sentence_transformer(encoder)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         st.save(str(tmp), safe_serialization=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def export_onnx(encoder: str | os.PathLike, out_dir: str | os.PathLike, *, int8: bool = False, opset: int | None = None):
-    """Export the merged encoder to ``out_dir`` with ``export.text_encoder`` (ONNX + tokenizer),
-    stamped with this extractor's identity, and write ``context.json`` beside it so
-    :class:`OnnxContextTextExtractor` formats inputs the same way. Returns the exporter's
-    ``TextEncoderFiles``."""
-    from export.files import write_text_atomic
-    from export.text_encoder import export_text_encoder, quantize_text_encoder
-
-    d = resolve_encoder_dir(encoder)
-    identity = encoder_identity(d)
-    fmt = read_encoder_json(d)["context"]
-    with tempfile.TemporaryDirectory(prefix="merged-encoder-") as tmp:
-        merged = save_merged(d, Path(tmp) / "st")
-        files = export_text_encoder(out_dir, source=merged, identity=identity, **({"opset": opset} if opset else {}))
-    if int8:
-        files = quantize_text_encoder(files)
-    write_text_atomic(Path(out_dir) / CONTEXT_JSON, json.dumps({"context": fmt, "identity": identity.to_dict()}, indent=2) + "\n")
-    return files
 
 
 def _encode_formatted(encode, texts: Sequence[str | None], batch_size: int) -> np.ndarray:
@@ -413,7 +383,7 @@ class MeldContextTextExtractor(_ShippedContextTextExtractor):
 
 class OnnxContextTextExtractor:
     """Torch-free twin of :class:`ContextTextExtractor`: the ONNX export of the merged encoder
-    (``export_onnx``) run by onnxruntime, with the same input format and identity.
+    (``export.text_encoder.export_context_encoder``) run by onnxruntime, with the same input format and identity.
 
     Args:
         path: the export directory (text_encoder.onnx, tokenizer.json, context.json).
@@ -428,7 +398,7 @@ class OnnxContextTextExtractor:
         path = Path(path)
         ctx_file = path / CONTEXT_JSON
         if not ctx_file.is_file():
-            raise InputError(f"no {CONTEXT_JSON} in the exported encoder directory (export it with train.features.text_context.export_onnx)", path=str(path))
+            raise InputError(f"no {CONTEXT_JSON} in the exported encoder directory (export it with export.text_encoder.export_context_encoder)", path=str(path))
         try:
             info = json.loads(ctx_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -458,7 +428,6 @@ __all__ = [
     "resolve_encoder_dir",
     "merged_sentence_transformer",
     "save_merged",
-    "export_onnx",
     "ContextTextExtractor",
     "IemocapContextTextExtractor",
     "MeldContextTextExtractor",

@@ -35,7 +35,7 @@ from torch import nn
 
 from train.batch import GraphBatch
 from train.config import Config
-from train.errors import InputError
+from train.common import InputError
 from train.graph import num_relations
 from train.model.adversarial import Generator, ModalityAdversary, discriminator_loss, generator_loss, grad_reverse
 from train.model.classifier import UtteranceClassifier
