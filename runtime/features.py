@@ -32,14 +32,10 @@ import numpy as np
 
 from runtime.config import SAMPLE_RATE
 from train.common import InputError
-from train.features.base import FeatureExtractor, UtteranceInput
+from train.features.base import MAX_CONTEXT_TURNS, FeatureExtractor, UtteranceInput
 from train.model_dir import ModelManifest
 
 log = logging.getLogger(__name__)
-
-# Past turns handed to text extractors as context (those that read it take what they need).
-MAX_CONTEXT_TURNS = 8
-
 
 @dataclass
 class UtteranceData:

@@ -9,6 +9,10 @@ import numpy as np
 # The project's one audio rate (IEMOCAP's and the live microphone's): extractors resample every
 # input to it, the runtime captures and replays at it.
 SAMPLE_RATE = 16000
+# Past turns of the conversation an utterance's text extractor may read (``UtteranceInput.context``):
+# the live runtime keeps this many, the export's checks pass this many. An encoder that reads
+# more (``ContextFormat.turns``) is refused rather than silently served fewer live.
+MAX_CONTEXT_TURNS = 8
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class UtteranceInput:
     text: transcript. speaker: speaker label. audio: (samples,) float32 mono at ``sample_rate``.
     frames: list of (H, W, 3) uint8 BGR video frames spanning the utterance.
     context: earlier utterances of the same conversation, oldest first (past only, so that
-    a live runtime can compute the same thing).
+    a live runtime can compute the same thing), at most :data:`MAX_CONTEXT_TURNS` of them.
     """
 
     text: str | None = None

@@ -42,7 +42,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from train.common import InputError, atomic_dir, file_sha256
-from train.features.base import ExtractorIdentity, UtteranceInput
+from train.features.base import MAX_CONTEXT_TURNS, ExtractorIdentity, UtteranceInput
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CONTEXT_JSON = "context.json"  # beside an ONNX export: the context format it was exported with
 SPEAKER_STYLES = ("relative", "name")
-# Shipped encoders: registry name -> directory name under runtime/models/encoders/.
+# Shipped encoders: registry name -> encoder name in the model search path (train.model_dir).
 SHIPPED = {"minilm-ctx-iemocap": "iemocap", "minilm-ctx-meld": "meld"}
 
 
@@ -81,8 +81,8 @@ class ContextFormat:
     version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        if self.turns < 0:
-            raise InputError(f"context turns must be >= 0, got {self.turns}")
+        if not 0 <= self.turns <= MAX_CONTEXT_TURNS:
+            raise InputError(f"context turns must be in 0..{MAX_CONTEXT_TURNS} (the past turns the runtime keeps), got {self.turns}")
         if self.speakers not in SPEAKER_STYLES:
             raise InputError(f"context speakers must be one of {SPEAKER_STYLES}, got {self.speakers!r}")
         if not 8 <= self.max_length <= 512:
@@ -154,27 +154,24 @@ def format_dialogue(texts: Sequence[str | None], speakers: Sequence[str | None],
 # Encoder directories and identity
 
 
-def shipped_encoders_root() -> Path:
-    """``runtime/models/encoders`` (beside the shipped graph models)."""
-    from train.model_dir import shipped_models_root
-
-    return shipped_models_root() / "encoders"
+ENCODERS_SUBDIR = "encoders"  # encoder <name> is DIR/encoders/<name>/ for each DIR of the model search path
 
 
-def resolve_encoder_dir(name_or_dir: str | os.PathLike) -> Path:
-    """A shipped encoder's name ("iemocap", "meld") or a directory -> an encoder directory."""
+def resolve_encoder_dir(name_or_dir: str | os.PathLike, search_path: Sequence[str | os.PathLike] | None = None) -> Path:
+    """An encoder directory, or an encoder's name ("iemocap", "meld") in the model search path
+    (:func:`train.model_dir.model_search_path`) -> an encoder directory."""
+    from train.model_dir import model_search_path, search_path_hint
+
     text = str(name_or_dir)
     path = Path(text).expanduser()
+    roots = [d / ENCODERS_SUBDIR for d in model_search_path(search_path)]
     if not path.is_dir() and "/" not in text and os.sep not in text:
-        shipped = shipped_encoders_root() / text
-        if shipped.is_dir():
-            path = shipped
+        path = next((r / text for r in roots if (r / text).is_dir()), path)
     if not path.is_dir():
-        root = shipped_encoders_root()
-        have = sorted(p.name for p in root.iterdir() if (p / ENCODER_JSON).is_file()) if root.is_dir() else []
+        have = sorted({p.name for r in roots if r.is_dir() for p in r.iterdir() if (p / ENCODER_JSON).is_file()})
         raise InputError(
-            f"no such fine-tuned text encoder directory (shipped: {', '.join(have) or 'none'}; make one with "
-            "python -m train.finetune --config configs/<name>-encoder.yaml)",
+            f"no such fine-tuned text encoder directory ({search_path_hint('encoder', have, [r.parent for r in roots])}; "
+            "make one with python -m train.finetune --config configs/<name>-encoder.yaml)",
             path=text,
         )
     for f in (ENCODER_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS):
