@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from runtime.config import AudioConfig
+from tests.live_fixtures import word_error_rate
 from train.common import InputError
 
 SR = 16000
@@ -101,7 +102,7 @@ def test_microphone_captures_the_alsa_file_device_exactly(file_mic):
     assert info["device"]
 
     # and the captured stream goes through VAD and ASR like live speech
-    from runtime.asr import Transcriber, word_error_rate
+    from runtime.asr import Transcriber
     from runtime.vad import UtteranceSegmenter
 
     utts = list(UtteranceSegmenter().run(captured[i : i + 512] for i in range(0, len(captured), 512)))

@@ -117,7 +117,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path, model, data, capsys):
 def test_no_such_model(data, capsys):
     assert _evaluate(["--model", "no-such-model", "--data", str(data), "--split", "test"]) == 2
     line = _one_line_error(capsys)
-    assert "no-such-model" in line and "no such model directory or shipped model name" in line
+    assert "no-such-model" in line and "no such model directory or model name" in line
 
 
 def test_missing_config_file(capsys, tmp_path):

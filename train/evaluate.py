@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None, *, backends: "BackendTable | None" =
     p.add_argument("--model", required=True, help="model directory, or model name in the model search path ($ARIIGCN_MODEL_PATH)")
     p.add_argument("--data", required=True, help="corpus file (any supported layout)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test")
-    p.add_argument("--backend", default="torch", choices=list(backends), help="inference backend (default torch)")
+    p.add_argument("--backend", default="torch", help=f"inference backend: {', '.join(backends)} (default torch)")
     p.add_argument("--device", help="torch backend device (default: cuda when available)")
     p.add_argument("--cache-dir", help="feature cache directory (default: the model config's data.cache_dir)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
