@@ -37,6 +37,7 @@ CAPTURE = r"""
 import json, sys, time, numpy as np
 from runtime.audio import MicrophoneSource, AudioOverflowError
 from runtime.config import AudioConfig
+from train.common import InputError
 mode, out, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     if mode == "capture":

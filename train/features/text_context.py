@@ -18,7 +18,8 @@ Pipeline (the wheel's sentence-transformers model with the adapter folded in)::
     formatted text -> tokens (<= max_length) -> BERT (6 layers, LoRA on the top ones)
         -> mean over tokens -> L2 normalisation -> (384,) float32
 
-An *encoder directory* (written by ``python -m train.finetune``; shipped ones live in
+An *encoder directory* (written by ``python -m train.finetune``; found by name in ``encoders/`` of the
+model search path, see :mod:`train.model_dir`; the runtime ships its own in
 ``runtime/models/encoders/<name>/``) holds only what differs from the wheel::
 
     adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft layout)
