@@ -111,7 +111,7 @@ def _tool_versions() -> dict[str, str]:
 def quantize_graph_static(fp32: Path, out: Path, spec: GraphSpec, train, calibrate_method: str) -> dict[str, Any]:
     """Static QDQ INT8 of the graph model calibrated on the runtime's windows of ``train``
     (dialogues with features); returns the manifest details."""
-    from export.quantize import calibration_reader, quantize_static_int8
+    from export.quantize import WEIGHT_BITS, calibration_reader, quantize_static_int8
 
     feeds = [f for d in train for f in _windows(spec, d)]
     if calibrate_method != "minmax":  # histogram calibrators stack samples: one shape only
@@ -121,13 +121,14 @@ def quantize_graph_static(fp32: Path, out: Path, spec: GraphSpec, train, calibra
     log.info("calibrating INT8 (%s) on %d windows of %d training conversations", calibrate_method, len(feeds), len(train))
     quantize_static_int8(fp32, out, calibration_reader(feeds), op_types=("MatMul", "Gemm"), calibrate_method=calibrate_method, keep_float=FLOAT_HEAD)
     return {"method": "static-qdq", "calibration_conversations": len(train), "calibration_windows": len(feeds),
-            "calibrate_method": calibrate_method, "kept_float": list(FLOAT_HEAD), "activation_products": "float"}
+            "calibrate_method": calibrate_method, "kept_float": list(FLOAT_HEAD), "activation_products": "float",
+            "weight_bits": WEIGHT_BITS}
 
 
 def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = None, opts: ExportOptions | None = None) -> mf.ExportManifest:
     """Export ``model`` (a model directory or shipped name) into ``out_dir`` (default: MODEL/export)."""
     from export.graph_model import export_graph_model
-    from export.quantize import convert_fp16, quantize_dynamic_int8
+    from export.quantize import WEIGHT_BITS, convert_fp16, quantize_dynamic_int8
     from train.graph import window_size
     from train.model_dir import load_model, resolve_model_dir
 
@@ -166,7 +167,7 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
             em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", **details)
         else:
             quantize_dynamic_int8(out / GRAPH_FILE, out / GRAPH_INT8_FILE)
-            em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", method="dynamic")
+            em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", method="dynamic", weight_bits=WEIGHT_BITS)
     if opts.fp16:
         convert_fp16(out / GRAPH_FILE, out / GRAPH_FP16_FILE)
         em.add_file(out, GRAPH_FP16_FILE, mf.GRAPH, "fp16")

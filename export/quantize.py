@@ -37,6 +37,8 @@ probabilities were off by up to 0.098 (dynamic) / 0.085 (static QDQ) with 8-bit 
 0.034, so the rest was saturation. The small synthetic graph model of tests/test_export_model.py
 agreed with torch on 94.5% (static) / 98.2% (dynamic) of labels with 8 bits, 99.5% / 100% with 7.
 CPUs with VNNI, ARM and TensorRT do not saturate; there 7 bits cost one bit of weight precision."""
+REDUCE_RANGE = True
+WEIGHT_BITS = 7 if REDUCE_RANGE else 8  # recorded in the export manifest
 
 
 def calibration_reader(feeds: Iterable[Feed]):
@@ -94,7 +96,7 @@ def quantize_static_int8(
     nodes_to_exclude: Sequence[str] | None = None,
     keep_float: Sequence[str] = (),
     weights_only: bool = True,
-    reduce_range: bool = True,
+    reduce_range: bool = REDUCE_RANGE,
 ) -> Path:
     """Static QDQ INT8 copy of ``fp32_path`` calibrated with ``reader``; returns ``out_path``.
 
@@ -175,7 +177,7 @@ def quantize_dynamic_int8(
     *,
     per_channel: bool = True,
     op_types: Sequence[str] = ("MatMul", "Gemm"),
-    reduce_range: bool = True,
+    reduce_range: bool = REDUCE_RANGE,
 ) -> Path:
     """Dynamic INT8 copy of ``fp32_path``; returns ``out_path``. ``reduce_range``: 7-bit weights
     (see :data:`REDUCE_RANGE_WHY`).
