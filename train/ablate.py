@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("train.ablate")
 
@@ -37,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    from train.__main__ import load_config_with_overrides
     from train.ablation import markdown_table, run_ablation, to_json
+    from train.config import load_config_with_overrides
     from train.trainer import prepare_data
 
     cfg = load_config_with_overrides(args.config, args.overrides)
@@ -54,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"config": cfg.name, "data": str(cfg.data.path), "split": "valid", "seeds": list(args.seeds), **to_json(rows)}
     print(json.dumps(report) if args.json else table)
     if args.out:
-        from train.model_dir import atomic_write_text
+        from train.common import write_text_atomic
 
-        atomic_write_text(Path(args.out), table + "\n")
+        write_text_atomic(Path(args.out), table + "\n")
     if args.json_out:
         from train.model_dir import write_json
 

@@ -63,12 +63,13 @@ def logreg_scores(data, seed: int, dialogues: Sequence[Dialogue] | None = None) 
     """Context-free baseline: one logistic regression over each utterance's own features."""
     from sklearn.linear_model import LogisticRegression
 
+    from train.graph import present_rows
     from train.metrics import score
 
     def xy(ds):
         x = np.concatenate([np.concatenate([d.features[m] for m in data.dims], axis=1) for d in ds])
         y = np.concatenate([d.labels for d in ds])
-        keep = (y >= 0) & np.isfinite(x).all(axis=1)
+        keep = (y >= 0) & present_rows(x)
         return x[keep], y[keep]
 
     xt, yt = xy(data.train)

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Sequence
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("train.make_synthetic")
 

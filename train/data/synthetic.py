@@ -158,10 +158,6 @@ def make_benchmark(spec: BenchmarkSpec = BenchmarkSpec()) -> list:
 
 def write_benchmark(path: str | Path, spec: BenchmarkSpec = BenchmarkSpec()) -> Path:
     """Pickle :func:`make_benchmark` to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(make_benchmark(spec), f, protocol=4)
-    tmp.replace(path)
-    return path
+    from train.common import write_bytes_atomic
+
+    return write_bytes_atomic(path, pickle.dumps(make_benchmark(spec), protocol=4))
