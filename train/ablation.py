@@ -59,24 +59,38 @@ def without_modality(dialogues: Sequence[Dialogue], modality: str) -> list[Dialo
             for d in dialogues]
 
 
-def logreg_scores(data, seed: int, dialogues: Sequence[Dialogue] | None = None) -> Scores:
-    """Context-free baseline: one logistic regression over each utterance's own features."""
+def context_free_logreg(train: Sequence[Dialogue], evaluate: Sequence[Dialogue], modalities: Sequence[str],
+                        labels: Sequence[str], seed: int = 0, standardise: bool = False, c: float = 1.0) -> Scores:
+    """Context-free baseline: one logistic regression over each utterance's own features (``modalities``
+    concatenated), fitted on ``train``, scored on ``evaluate``; rows missing any of them are left out.
+    ``standardise``: scale each feature by the training rows' mean and std first; ``c``: inverse
+    regularisation strength."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from train.graph import present_rows
     from train.metrics import score
 
     def xy(ds):
-        x = np.concatenate([np.concatenate([d.features[m] for m in data.dims], axis=1) for d in ds])
+        x = np.concatenate([np.concatenate([d.features[m] for m in modalities], axis=1) for d in ds])
         y = np.concatenate([d.labels for d in ds])
         keep = (y >= 0) & present_rows(x)
         return x[keep], y[keep]
 
-    xt, yt = xy(data.train)
-    xv, yv = xy(data.valid if dialogues is None else dialogues)
-    clf = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
+    xt, yt = xy(train)
+    xv, yv = xy(evaluate)
+    clf = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+    if standardise:
+        clf = make_pipeline(StandardScaler(), clf)
     clf.fit(xt, yt)
-    return score(yv, clf.predict(xv), data.corpus.labels)
+    return score(yv, clf.predict(xv), labels)
+
+
+def logreg_scores(data, seed: int, dialogues: Sequence[Dialogue] | None = None) -> Scores:
+    """The ``logreg`` variant: :func:`context_free_logreg` on every modality, C=1, no tuning."""
+    return context_free_logreg(data.train, data.valid if dialogues is None else dialogues, list(data.dims),
+                               data.corpus.labels, seed)
 
 
 def score_model(model, cfg, data, dialogues: Sequence[Dialogue]) -> Scores:

@@ -52,6 +52,11 @@ class ModelConfig:
     # projection. Per utterance (no batch statistics), so causal/window results stay exact; it
     # rescales small-norm inputs (unit-length sentence embeddings) that otherwise train slowly.
     input_norm: bool = True
+    # Per-feature standardisation of each modality's input by the training rows' mean and variance
+    # (BatchNorm1d without affine parameters, cumulative statistics; a fixed affine map at
+    # inference). For features whose dimensions differ in scale by orders of magnitude
+    # (openSMILE audio in community pickles); see train/model/projection.py.
+    input_standardise: bool = False
 
 
 @dataclass

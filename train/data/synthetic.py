@@ -34,15 +34,24 @@ Heterogeneous spaces
         x^m = s^m \odot (Q_m z^m + 0.3\,\epsilon) + o^m
 
     text: ``s = 0.05``, ``o = 0`` (a small-norm embedding); audio: per-dimension
-    ``s ~ LogNormal(0, 1.5)``, ``o ~ LogNormal(1, 1.5)`` (openSMILE-like: positive, wildly
-    different scales); visual: ``s = 1``, ``o ~ N(0.5, 0.5)``. So the three modalities differ in
-    rotation, scale, offset and dimension.
+    ``s ~ LogNormal(0, σ)``, ``o ~ LogNormal(1, σ)`` with ``σ = scale_spread`` (1.5; openSMILE-like:
+    positive, wildly different scales); visual: ``s = 1``, ``o ~ N(0.5, 0.5)``. So the three
+    modalities differ in rotation, scale, offset and dimension.
 
 Missing modalities at test time
     In the test split each utterance loses one modality (chosen uniformly) with probability
     ``missing`` (0.2); its row is all zeros, the community files' convention
     (:mod:`train.data.checks` reads an all-zero row as "missing"). Train (and the validation
     that loaders carve from it) has every modality.
+
+Presets (:data:`PRESETS`)
+    ``benchmark`` is the corpus above exactly as first written (latent noise 1.0): no modality is
+    perfect, so even fusing all three caps context-free accuracy near 85% (see the README).
+    ``separable`` (latent noise 0.5, everything else equal) is the corpus where the modalities
+    *together* determine the label while each alone stays weak: context-free logistic regression
+    on validation, seed 0, reads text 32.8%, audio 47.2%, visual 50.6%, all three 99.4%. Seeds,
+    noise, scale spread, speaker offsets, missing rates and emotion inertia can all be varied
+    (``python -m train.make_synthetic --help``) to check that a model does not depend on one draw.
 
 Layout: DialogueRNN's ``IEMOCAP_features_raw.pkl`` / MMGCN's ``IEMOCAP_features.pkl`` list of 9:
 ``videoIDs, videoSpeakers, videoLabels, videoText, videoAudio, videoVisual, videoSentence,
@@ -85,7 +94,22 @@ class BenchmarkSpec:
     speaker_shift: float = 0.5  # norm of each (dialogue, speaker) latent offset
     obs_noise: float = 0.3  # isotropic noise in every observed dimension
     missing: float = 0.2  # P(a test utterance loses one modality)
+    scale_spread: float = 1.5  # σ of the audio per-dimension log-normal scales and offsets
     dims: dict[str, int] = field(default_factory=lambda: dict(DIMS))
+
+
+# Named settings: the benchmark as first written, and the one where fusion determines the label.
+PRESETS: dict[str, dict[str, float]] = {
+    "benchmark": {},
+    "separable": {"noise": 0.5},
+}
+
+
+def preset(name: str, **overrides) -> BenchmarkSpec:
+    """The :class:`BenchmarkSpec` of preset ``name`` with ``overrides`` (field -> value) applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return BenchmarkSpec(**{**PRESETS[name], **overrides})
 
 
 def _orthonormal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
@@ -120,7 +144,7 @@ def make_benchmark(spec: BenchmarkSpec = BenchmarkSpec()) -> list:
         if m == "text":
             scale[m], offset[m] = np.full(dim, 0.05), np.zeros(dim)
         elif m == "audio":
-            scale[m], offset[m] = rng.lognormal(0.0, 1.5, dim), rng.lognormal(1.0, 1.5, dim)
+            scale[m], offset[m] = rng.lognormal(0.0, spec.scale_spread, dim), rng.lognormal(1.0, spec.scale_spread, dim)
         else:
             scale[m], offset[m] = np.ones(dim), rng.normal(0.5, 0.5, dim)
 

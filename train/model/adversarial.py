@@ -149,7 +149,7 @@ def generator_loss(judged: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
 
 
 def r1_penalty(judged: torch.Tensor, inputs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """R1 gradient penalty of the discriminators on their real inputs (Mescheder et al., 2018):
+    r"""R1 gradient penalty of the discriminators on their real inputs (Mescheder et al., 2018):
     mean over present nodes of :math:`\lVert \nabla_g D_m(g^m_i) \rVert^2`.
 
     ``judged`` must have been computed from ``inputs`` (which requires grad); the penalty keeps

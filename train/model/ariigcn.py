@@ -2,7 +2,8 @@ r"""AR-IIGCN (arXiv 2312.16778): the whole model and its joint loss.
 
 For a :class:`train.batch.GraphBatch` of N utterances and M modalities (node ``m * N + u``):
 
-1. projection (:mod:`.projection`): :math:`h^m_u = \mathrm{MLP}_m(\mathrm{LN}(x^m_u))`, absent rows zeroed;
+1. projection (:mod:`.projection`): :math:`h^m_u = \mathrm{MLP}_m(\mathrm{LN}(x^m_u))` (optionally after
+   per-feature standardisation by training statistics), absent rows zeroed;
 2. adversarial generators (:mod:`.adversarial`): :math:`g^m_u = G_m(h^m_u)`;
 3. graph (:mod:`.rgcn`): :math:`Z = \mathrm{RGCN}(g \odot p)` over the conversation graph, then
    absent nodes are zeroed again (they have no edges, so they never reach a present node);
@@ -96,7 +97,8 @@ class ARIIGCN(nn.Module):
         self.num_relations = num_relations(n_mod, cfg.graph.speaker_relations, cfg.graph.inter_modal)
 
         self.projections = nn.ModuleDict(
-            {m: ModalityProjection(self.dims[m], mc.hidden, mc.proj_layers, mc.dropout, mc.input_norm)
+            {m: ModalityProjection(self.dims[m], mc.hidden, mc.proj_layers, mc.dropout, mc.input_norm,
+                                  mc.input_standardise)
              for m in self.modalities})
         relu = cfg.adversarial.generator == "relu"
         self.generators = nn.ModuleDict({m: Generator(mc.hidden, mc.dropout, relu=relu) for m in self.modalities})
@@ -134,7 +136,7 @@ class ARIIGCN(nn.Module):
         out = []
         for k, m in enumerate(self.modalities):
             x = torch.where(present[:, k:k + 1], features[m], torch.zeros_like(features[m]))
-            out.append(self.generators[m](self.projections[m](x)))
+            out.append(self.generators[m](self.projections[m](x, present[:, k])))
         return torch.stack(out)
 
     def _node_states(self, features: dict[str, torch.Tensor], present: torch.Tensor,
