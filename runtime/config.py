@@ -107,11 +107,6 @@ class RuntimeConfig:
             raise InputError("speakers.threshold must be a cosine similarity in (-1, 1)", path=source)
         if au.chunk_ms <= 0 or au.queue_max_s <= 0 or au.stall_timeout_s <= 0:
             raise InputError("audio: chunk_ms, queue_max_s and stall_timeout_s must be > 0", path=source)
-        for name in ("model",):
-            for sec in (v, a):
-                val = getattr(sec, name)
-                if val is not None and not isinstance(val, str):
-                    raise InputError(f"{name}: expected a path string or null, got {val!r}", path=source)
 
 
 def runtime_config_from_dict(raw: dict[str, Any], source: str = "runtime config") -> RuntimeConfig:
