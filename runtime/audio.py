@@ -73,6 +73,11 @@ class AudioQueue:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def overflowed(self) -> bool:
+        """Closed because the consumer fell more than ``max_samples`` behind (see :meth:`put`)."""
+        return self._overflow
+
     def put(self, chunk: np.ndarray) -> bool:
         """Append a chunk (the queue keeps a reference: pass a copy). Never blocks."""
         with self._cond:
