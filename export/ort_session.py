@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from train.errors import InputError
+from train.errors import BackendUnavailableError, InputError
 
 # Order of preference when the caller names no providers. TensorRT's EP is left out on purpose:
 # the project builds its own TensorRT engines (export.trt) and caches them.
@@ -32,7 +32,7 @@ def make_session(path: str | Path, *, providers: Sequence[str] | None = None, th
     try:
         import onnxruntime as ort
     except ImportError:
-        raise InputError("onnxruntime is not installed: pip install 'ariigcn[export]'") from None
+        raise BackendUnavailableError("onnxruntime is not installed", advice="pip install 'ariigcn[export]'") from None
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what or 'ONNX file'} not found", path=str(path))

@@ -34,6 +34,7 @@ import numpy as np
 
 from runtime.config import SAMPLE_RATE, AudioConfig
 from train.errors import InputError
+from train.extract.media import wav_truncation
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class AudioOverflowError(InputError):
 
     A subclass of InputError so that CLIs report it as one clear line (run_cli).
     """
+
+
+class NoAudioTrackError(InputError):
+    """The file opens as media but has no audio track (e.g. a silent video)."""
 
 
 class AudioQueue:
@@ -146,7 +151,7 @@ def _open_container(path: str | Path):
         raise InputError(f"cannot read as audio/video: {e.strerror or type(e).__name__}", path=str(p)) from None
     if not container.streams.audio:
         container.close()
-        raise InputError("has no audio track", path=str(p))
+        raise NoAudioTrackError("has no audio track", path=str(p))
     return container
 
 
@@ -164,6 +169,10 @@ class FileAudioSource:
         self.realtime = realtime
         self.sample_rate = SAMPLE_RATE
         _open_container(self.path).close()  # fail now, clearly, not on first iteration
+        # A WAV that ends before its header's length (FFmpeg reads it without a word): said now.
+        self.truncated: str | None = wav_truncation(self.path)
+        if self.truncated:
+            log.warning("%s: %s; replaying the audio that is there", self.path, self.truncated)
         self.samples_delivered = 0
         self.start_time: float | None = None  # time.monotonic() when delivery began
         self.ended_reason: str | None = None

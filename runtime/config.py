@@ -35,6 +35,9 @@ class VideoConfig:
     # Frames kept (newest first wins) so an utterance's frames can be gathered; bounded.
     history_s: float = 20.0
     history_fps: float = 5.0  # at most this many frames per second go into the history
+    # A camera that stops delivering frames is reopened this often (seconds) until it is back;
+    # 0 = give it up (the session goes on audio-only either way).
+    reconnect_s: float = 2.0
 
 
 @dataclass
@@ -105,6 +108,8 @@ class RuntimeConfig:
             raise InputError(f"speakers.n_speakers must be a positive integer or null, not {s.n_speakers!r}", path=source)
         if not -1.0 < s.threshold < 1.0:
             raise InputError("speakers.threshold must be a cosine similarity in (-1, 1)", path=source)
+        if self.video.reconnect_s < 0:
+            raise InputError("video.reconnect_s must be >= 0 (0: do not reopen a lost camera)", path=source)
         if au.chunk_ms <= 0 or au.queue_max_s <= 0 or au.stall_timeout_s <= 0:
             raise InputError("audio: chunk_ms, queue_max_s and stall_timeout_s must be > 0", path=source)
 

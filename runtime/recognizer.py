@@ -55,7 +55,7 @@ from runtime.conversation import Conversation
 from runtime.events import status_event, utterance_event, warning_event
 from runtime.features import MAX_CONTEXT_TURNS, FeatureBuilder, UtteranceData
 from runtime.video import Frame, FrameHistory, LatestFrame
-from train.errors import InputError
+from train.errors import BackendUnavailableError, ExportMismatchError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -132,31 +132,55 @@ class EventQueue:
 def select_backend(model: str | Path, name: str | None = None):
     """Load the model with backend ``name``, or with the fastest one that works when None.
 
-    Returns ``(backend, notes)``: ``notes`` says why each faster backend was passed over (logged
-    as well). A backend named explicitly that cannot load is an error, never a silent fallback.
+    Returns ``(backend, notes)``: ``notes`` says in a few words why each faster backend was passed
+    over (the full reasons are logged at debug level). A backend that is not installed here
+    (:class:`BackendUnavailableError`, e.g. no TensorRT on a CPU) is passed over quietly; an
+    export that no longer matches the model (:class:`ExportMismatchError`) is warned about on
+    stderr, since the fast path was expected and not taken. A backend named explicitly that cannot
+    load is an error, never a silent fallback. A missing or damaged model directory is one error,
+    whatever the backend.
     """
     from train.backends import load_backend
+    from train.model_dir import resolve_model_dir
 
+    directory = resolve_model_dir(model)  # one line for a missing or damaged model directory
     if name is not None:
-        return load_backend(model, name), []
-    notes = []
+        return load_backend(directory, name), []
+    notes: list[str] = []
+    export_problem: ExportMismatchError | None = None
+    failures: list[InputError] = []
     for candidate in BACKEND_ORDER:
         try:
-            backend = load_backend(model, candidate)
+            backend = load_backend(directory, candidate)
+        except BackendUnavailableError as e:
+            notes.append(f"{candidate}: {e.reason}")
+            log.debug("backend %s passed over: %s", candidate, e)
+            continue
+        except ExportMismatchError as e:
+            notes.append(f"{candidate}: {e.reason}")
+            export_problem = export_problem or e
+            log.debug("backend %s passed over: %s", candidate, e)
+            continue
         except InputError as e:
-            notes.append(f"{candidate}: {e}")
+            notes.append(f"{candidate}: {e.reason}")
+            failures.append(e)
+            log.debug("backend %s failed: %s", candidate, e)
             continue
         except ImportError as e:  # e.g. torch not installed on an edge device
             notes.append(f"{candidate}: needs {e.name or e}")
+            log.debug("backend %s passed over: %s", candidate, e)
             continue
-        for note in notes:
-            log.info("backend %s", note)
-        short = [n.split(". ")[0].split(" (")[0] for n in notes]  # first clause of each reason
-        if short:
-            # Expected on most machines (no TensorRT on a CPU): said once, in the log and the start event.
-            log.info("using backend %s; faster ones unavailable: %s", candidate, "; ".join(short))
-        return backend, short
-    raise InputError("no backend can run this model: " + " | ".join(notes))
+        if export_problem is not None:
+            log.warning("running on the slower %s backend: the fast ONNX path is unusable (%s); %s", candidate,
+                        export_problem.reason, export_problem.advice or "")
+        elif notes:  # expected on most machines (no TensorRT on a CPU): said in the start event
+            log.info("using backend %s; faster ones unavailable: %s", candidate, "; ".join(notes))
+        return backend, notes
+    worst = failures[-1] if failures else export_problem
+    if worst is None:
+        raise InputError("no backend can run here: " + "; ".join(notes), path=str(directory))
+    raise InputError(f"cannot load the model: {worst.reason} (--debug: why each backend failed)",
+                     path=str(worst.path or directory), advice=worst.advice)
 
 
 @dataclass
@@ -199,12 +223,15 @@ class Recognizer:
             thread (never on a capture or model thread), in addition to :meth:`events`.
         max_events: events kept for a reader that falls behind (per queue); the oldest beyond it
             are dropped and counted (``events_dropped`` in the stopped event).
+        progress: called with a line for a person before each slow loading step (the CLI prints
+            them on stderr), e.g. "loading speech recognition (faster-whisper)".
     """
 
     def __init__(self, model: str | Path = "iemocap", backend: str | None | Any = None,
                  config: RuntimeConfig | None = None, *, realtime: bool = True, video: bool = False,
                  transcriber=None, speakers=None, segmenter=None, features: FeatureBuilder | None = None,
-                 on_event: Callable[[dict], None] | None = None, max_events: int = MAX_EVENTS):
+                 on_event: Callable[[dict], None] | None = None, max_events: int = MAX_EVENTS,
+                 progress: Callable[[str], None] | None = None):
         from runtime.asr import Transcriber
         from runtime.speakers import SpeakerTracker
         from runtime.vad import UtteranceSegmenter
@@ -212,16 +239,25 @@ class Recognizer:
         self.cfg = config or RuntimeConfig()
         self.realtime = realtime
         self.video = video
+        self._progress = progress or (lambda message: None)
         t0 = time.perf_counter()
         if backend is None or isinstance(backend, str):
+            self._progress(f"loading the emotion model {model} ({backend or 'the fastest backend available'})")
             self.backend, self.backend_notes = select_backend(model, backend)
         else:
             self.backend, self.backend_notes = backend, []
         self.manifest = self.backend.manifest
         self.labels = list(self.manifest.labels)
+        if features is None:
+            self._progress("loading its feature extractors: " + ", ".join(
+                f"{m} {e.name}" for m, e in self.manifest.extractors.items()))
         self.features = features or FeatureBuilder(self.manifest, self.backend)
         self.conversation = Conversation(self.backend)
+        if transcriber is None:
+            self._progress("loading speech recognition (faster-whisper)")
         self.transcriber = transcriber or Transcriber(self.cfg.asr)
+        if speakers is None:
+            self._progress("loading speaker recognition (voice encoder)")
         self.speakers = speakers or SpeakerTracker(self.cfg.speakers)
         self.segmenter = segmenter or UtteranceSegmenter(self.cfg.vad)
         self.load_s = time.perf_counter() - t0
@@ -285,10 +321,16 @@ class Recognizer:
         self._emit(warning_event(message, **fields))
 
     def video_lost(self, reason: str) -> None:
-        """The video source died: carry on audio-only and say so once."""
+        """The video source died: carry on audio-only and say so once (until :meth:`video_back`)."""
         if not self._video_lost:
             self._video_lost = True
             self._emit(warning_event(f"video lost ({reason}); continuing audio-only", source="video"))
+
+    def video_back(self) -> None:
+        """The video source delivers frames again (a camera that was reopened)."""
+        if self._video_lost:
+            self._video_lost = False
+            self._emit(warning_event("video back: frames are used again", source="video"))
 
     @property
     def busy(self) -> bool:
@@ -305,6 +347,7 @@ class Recognizer:
     def start(self) -> "Recognizer":
         if self._threads:
             return self
+        self._progress("warming up (running each model once)")
         self.features.warm_up()  # load lazily-built models now, not on the first utterance
         self.conversation.warm_up()
         self._emit(status_event(

@@ -12,16 +12,29 @@ class InputError(Exception):
     problem, e.g. ``data.pkl: dialogue 'Ses01F_impro01': 12 labels but 11 sentences``.
     """
 
-    def __init__(self, message: str, *, path: str | None = None, dialogue: str | None = None):
+    def __init__(self, message: str, *, path: str | None = None, dialogue: str | None = None,
+                 advice: str | None = None):
         parts = []
         if path:
             parts.append(str(path))
         if dialogue is not None:
             parts.append(f"dialogue {dialogue!r}")
-        parts.append(message)
+        parts.append(message if not advice else f"{message}; {advice}")
         super().__init__(": ".join(parts))
         self.path = path
         self.dialogue = dialogue
+        self.reason = message  # the problem alone: no file name, no advice (for summaries)
+        self.advice = advice
+
+
+class BackendUnavailableError(InputError):
+    """An inference backend cannot run on this machine (its library or device is missing); nothing
+    is wrong with the model, and a slower backend is the expected fallback."""
+
+
+class ExportMismatchError(InputError):
+    """A model's export (ONNX files) is missing, incomplete or made from another version of the
+    model: the fast backends cannot use it until it is exported again."""
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
