@@ -30,15 +30,21 @@ FACE_EVERY_S = 0.2  # face boxes refresh rate
 DETECT_WIDTH = 320  # frames are shrunk to this width for face detection
 
 
-def check_display() -> None:
-    """InputError unless an OpenCV window can be opened here."""
+def opencv_has_gui() -> bool:
+    """Whether this OpenCV build can open windows (``opencv-python``, not ``-headless``)."""
     import cv2
 
+    gui = [l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GUI:")]
+    return not (gui and "NONE" in gui[0].upper())
+
+
+def check_display() -> None:
+    """InputError unless an OpenCV window can be opened here."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise InputError("--window needs a display, and this session has none (no $DISPLAY); "
-                         "run without --window (events still go to --events / the terminal)")
-    gui = [l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GUI:")]
-    if gui and "NONE" in gui[0].upper():
+                         "run without --window (events still go to --events / the terminal), "
+                         "or under a virtual display: xvfb-run -a ...")
+    if not opencv_has_gui():
         raise InputError("--window needs OpenCV with GUI support, but this is the headless build "
                          "(opencv-python-headless, from ARIIGCN_HEADLESS=1); for a window run bash .ci/setup.sh "
                          "without ARIIGCN_HEADLESS (it swaps the OpenCV build)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -498,6 +499,24 @@ def test_stale_export_warns_loudly_when_falling_back(tmp_path, caplog):
         backend, notes = select_backend(fx.text_model())  # TensorRT missing: expected, not warned about
     assert backend.name == "onnx-int8" and not [r for r in caplog.records if r.levelname == "WARNING"]
     assert notes == ["trt: TensorRT is not installed (Python module 'tensorrt' not found)"]
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is missing (bash .ci/setup.sh installs xvfb)")
+def test_window_shows_the_overlay_under_a_virtual_display(env):
+    """``--window`` after the one set-up command: the GUI OpenCV build draws the overlay on an X
+    display (here xvfb's), and the session labels every utterance meanwhile."""
+    from runtime.overlay import opencv_has_gui
+
+    if not opencv_has_gui():
+        pytest.skip("this environment has the headless OpenCV build (ARIIGCN_HEADLESS=1); bash .ci/setup.sh installs the GUI one")
+    r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "runtime.live", "--demo", "--fast", "--window",
+                        "--backend", "onnx", "--model", str(fx.text_model()), "--events", "-"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(l) for l in r.stdout.splitlines()]
+    assert len(utterances(events)) == 8
+    drawn = re.search(r"window: (\d+) frames drawn", r.stderr)
+    assert drawn and int(drawn.group(1)) >= 10, r.stderr[-2000:]
 
 
 def test_overlay_keeps_drawing_while_the_model_is_busy():
