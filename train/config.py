@@ -237,8 +237,12 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
         raise InputError(f"{what} not found", path=str(path))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
     except yaml.YAMLError as e:
         raise InputError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from None
+    except OSError as e:
+        raise InputError(f"cannot read the {what}: {e.strerror}", path=str(path)) from None
     return raw or {}
 
 

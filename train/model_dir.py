@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from train.config import Config, config_from_dict
+from train.config import Config, config_from_dict, read_yaml
 from train.errors import InputError
 from train.features.base import ExtractorIdentity
 
@@ -204,11 +204,7 @@ def read_manifest(path: str | os.PathLike) -> ModelManifest:
 def read_config(path: str | os.PathLike) -> Config:
     directory = resolve_model_dir(path)
     file = directory / CONFIG_FILE
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"unreadable config: {str(e).splitlines()[0]}", path=str(file)) from None
-    return config_from_dict(raw, source=str(file))
+    return config_from_dict(read_yaml(file, "model config"), source=str(file))
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:

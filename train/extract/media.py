@@ -60,6 +60,8 @@ def read_manifest(path: str | Path) -> dict[tuple[str, int], MediaSpan]:
                 raise InputError(f"media manifest lacks column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}", path=str(path))
             for line, row in enumerate(reader, start=2):
                 where = f"row {line}"
+                if any(row.get(c) is None for c in COLUMNS[:3]):
+                    raise InputError(f"{where}: too few fields (expected {', '.join(COLUMNS)})", path=str(path))
                 try:
                     key = (str(row["dialogue_id"]).strip(), int(row["utterance_index"]))
                     start = _seconds(row.get("start"))
