@@ -18,8 +18,10 @@ a blocking put) would corrupt utterance boundaries and timings without anyone no
 
 Faults: a missing/unreadable file, no audio track, no PortAudio, no microphone or a bad device
 are :class:`~train.errors.InputError` at open time. A microphone that disappears mid-session
-(PortAudio ends the stream, or no block arrives for ``audio.stall_timeout_s``) ends the source
-with a logged warning; everything captured before is still delivered.
+(PortAudio ends the stream, or no block arrives for ``audio.stall_timeout_s``) is reopened every
+``audio.reconnect_s`` until it is back, the gap delivered as silence (see
+:class:`MicrophoneSource`); with ``reconnect_s = 0`` it ends the source with a logged warning,
+and everything captured before is still delivered.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -37,6 +39,8 @@ from train.errors import InputError
 from train.extract.media import wav_truncation
 
 log = logging.getLogger(__name__)
+
+MIC_POLL_S = 0.1  # the microphone reader re-checks for a stalled or ended stream this often
 
 
 class AudioOverflowError(InputError):
@@ -267,9 +271,16 @@ class MicrophoneSource:
     """sounddevice capture at 16 kHz mono, int16 from the device, delivered as float32 chunks.
 
     ``device``: None for the default input, an index, or a name (substring). Iterating yields
-    chunks until :meth:`close`, or until the device disappears (logged; see module doc).
-    Capturing int16 lets PortAudio/ALSA hand over the device's native format; the conversion
-    to float32 (/32768) is done here.
+    chunks until :meth:`close`. Capturing int16 lets PortAudio/ALSA hand over the device's native
+    format; the conversion to float32 (/32768) is done here.
+
+    A microphone that is *lost* (PortAudio ends the stream, or no block arrives for
+    ``audio.stall_timeout_s``) is reopened every ``audio.reconnect_s`` seconds until it is back
+    (:attr:`lost` says why it is gone meanwhile, :attr:`reconnects` counts the returns); the time
+    it was gone is delivered as silence, so sample k is still at ``start_time + k / 16000`` on the
+    wall clock. ``notify(message)``, when set, hears "lost" and "back" as they happen.
+    With ``reconnect_s = 0`` a lost microphone ends the source instead (everything captured
+    before is still delivered).
     """
 
     def __init__(self, device: int | str | None = None, cfg: AudioConfig | None = None):
@@ -284,15 +295,23 @@ class MicrophoneSource:
             known = f"input devices: {', '.join(map(repr, inputs))}" if inputs else "PortAudio sees no input device"
             what = "no microphone found" if device is None else f"no microphone {device!r} ({str(e).splitlines()[0]})"
             raise InputError(f"{what}; {known}") from None
+        self.requested = device  # what the user asked for: reopened by this after a loss
         self.device = device if device is not None else info["index"]
         self.device_name = str(info["name"])
         self.queue = AudioQueue(int(self.cfg.queue_max_s * SAMPLE_RATE))
         self.samples_delivered = 0
         self.start_time: float | None = None
         self.ended_reason: str | None = None
+        self.lost: str | None = None  # why the microphone is gone right now
+        self.reconnects = 0
+        self.silence_filled_s = 0.0  # time it was gone, delivered as silence
+        self.notify: Callable[[str], None] | None = None
         self.driver_overflows = 0  # blocks PortAudio itself reports as lost (input_overflow)
+        self._captured = 0  # samples put on the queue (capture + filled silence)
         self._last_block = 0.0
+        self._stream_ended = False
         self._closing = False
+        self._closed = threading.Event()
         self._stream = None
 
     # PortAudio thread: copy, enqueue, return. Nothing here may block or log.
@@ -300,25 +319,41 @@ class MicrophoneSource:
         self._last_block = time.monotonic()
         if status.input_overflow:
             self.driver_overflows += 1
-        if not self.queue.put(indata[:, 0].astype(np.float32) / 32768.0):
+        block = indata[:, 0].astype(np.float32) / 32768.0
+        if not self.queue.put(block):
             raise self._sd.CallbackAbort
+        self._captured += len(block)
 
     def _finished(self) -> None:
         if not self._closing:
-            self.queue.close("the audio stream ended (device removed or failed)")
+            self._stream_ended = True
+
+    def _open_stream(self) -> None:
+        sd = self._sd
+        self._stream_ended = False
+        self._stream = sd.InputStream(
+            samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=self.chunk, device=self.device,
+            callback=self._callback, finished_callback=self._finished,
+        )
+        self._last_block = time.monotonic()
+        self._stream.start()
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except self._sd.PortAudioError as e:
+                log.debug("closing the microphone stream: %s", e)
 
     def start(self) -> "MicrophoneSource":
         if self._stream is not None:
             return self
-        sd = self._sd
         try:
-            self._stream = sd.InputStream(
-                samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=self.chunk, device=self.device,
-                callback=self._callback, finished_callback=self._finished,
-            )
-            self.start_time = self._last_block = time.monotonic()
-            self._stream.start()
-        except sd.PortAudioError as e:
+            self.start_time = time.monotonic()
+            self._open_stream()
+        except self._sd.PortAudioError as e:
             self._stream = None
             raise InputError(f"cannot open microphone {self.device_name!r} at {SAMPLE_RATE} Hz mono: {e}") from None
         log.info("microphone: %s (%d Hz mono)", self.device_name, SAMPLE_RATE)
@@ -327,14 +362,9 @@ class MicrophoneSource:
     def close(self) -> None:
         """Stop capture; chunks already captured can still be read."""
         self._closing = True
+        self._closed.set()
         self.queue.close("stopped")
-        if self._stream is not None:
-            try:
-                self._stream.abort()
-                self._stream.close()
-            except self._sd.PortAudioError as e:
-                log.debug("closing the microphone stream: %s", e)
-            self._stream = None
+        self._close_stream()
 
     def __enter__(self):
         return self.start()
@@ -342,21 +372,63 @@ class MicrophoneSource:
     def __exit__(self, *exc):
         self.close()
 
+    def _tell(self, message: str) -> None:
+        log.warning("%s", message)
+        if self.notify is not None:
+            self.notify(message)
+
+    def _reconnect(self, reason: str) -> bool:
+        """The microphone is gone: reopen it every reconnect_s until it is back (True) or the
+        source is closed (False). The time it was gone goes on the queue as silence."""
+        self.lost = reason
+        self._close_stream()
+        self._tell(f"microphone {self.device_name!r} lost ({reason}); reopening it every {self.cfg.reconnect_s:g} s")
+        lost_at = time.monotonic()
+        while not self._closed.wait(self.cfg.reconnect_s):
+            try:
+                if self.requested is None:  # the default input now (it may be another device)
+                    self.device = self._sd.query_devices(None, "input")["index"]
+                self._open_stream()
+            except (ValueError, self._sd.PortAudioError) as e:
+                log.debug("microphone: reopening failed: %s", e)
+                self._close_stream()
+                continue
+            gap = int(round((time.monotonic() - self.start_time) * SAMPLE_RATE)) - self._captured
+            if gap > 0:  # keep sample k at start_time + k / 16000: the lost time becomes silence
+                for k in range(0, gap, SAMPLE_RATE):
+                    if not self.queue.put(np.zeros(min(SAMPLE_RATE, gap - k), np.float32)):
+                        break
+                self._captured += gap
+                self.silence_filled_s += gap / SAMPLE_RATE
+            self.lost = None
+            self.reconnects += 1
+            self._tell(f"microphone {self.device_name!r} is back after {time.monotonic() - lost_at:.1f} s; "
+                       f"the {max(gap, 0) / SAMPLE_RATE:.1f} s it was gone are silence")
+            return True
+        return False
+
     def __iter__(self) -> Iterator[np.ndarray]:
         self.start()
         while True:
-            chunk = self.queue.get(timeout=0.1)  # raises AudioOverflowError after draining
+            chunk = self.queue.get(timeout=MIC_POLL_S)  # raises AudioOverflowError after draining
             if chunk is not None:
                 self.samples_delivered += len(chunk)
                 yield chunk
                 continue
             if self.queue.finished():
                 break
+            if self._closing:
+                continue
             stalled = time.monotonic() - self._last_block
+            reason = None
             if stalled > self.cfg.stall_timeout_s:
-                self.queue.close(f"no audio from the microphone for {stalled:.1f} s (device removed?)")
-            elif self._stream is not None and not self._stream.active and not self._closing:
-                self.queue.close("the audio stream stopped (device removed or failed)")
+                reason = f"no audio from the microphone for {stalled:.1f} s (device removed?)"
+            elif self._stream_ended or (self._stream is not None and not self._stream.active):
+                reason = "the audio stream ended (device removed or failed)"
+            if reason is None:
+                continue
+            if self.cfg.reconnect_s <= 0 or not self._reconnect(reason):
+                self.queue.close(reason if not self._closing else "stopped")
         self.ended_reason = self.queue.reason
         if self.driver_overflows:
             log.warning("microphone: the driver reported %d overflowed blocks (audio lost before capture)", self.driver_overflows)

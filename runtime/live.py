@@ -327,6 +327,8 @@ class Session:
                 self.say(f"recording into {self.recorder.dir} (created the directory)")
             else:
                 self.say(f"recording into {self.recorder.dir}")
+        if hasattr(self.audio, "notify"):  # a microphone says when it is lost and back
+            self.audio.notify = lambda message: self.rec.warn(message, source="audio", log=False)
         if self.realtime:
             targets = [self._audio_pump]
             if self.video is not None:
