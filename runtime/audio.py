@@ -41,6 +41,10 @@ from train.extract.media import wav_truncation
 log = logging.getLogger(__name__)
 
 MIC_POLL_S = 0.1  # the microphone reader re-checks for a stalled or ended stream this often
+# A block arriving this long after the previous one ends a stall: the audio the device did not
+# deliver meanwhile is lost, and its duration goes on the queue as silence so that sample k stays at
+# start_time + k / 16000. PortAudio's own buffering is tens of milliseconds, far below this.
+GAP_FILL_S = 0.5
 
 
 class AudioOverflowError(InputError):
@@ -274,20 +278,23 @@ class MicrophoneSource:
     chunks until :meth:`close`. Capturing int16 lets PortAudio/ALSA hand over the device's native
     format; the conversion to float32 (/32768) is done here.
 
-    A microphone that is *lost* (PortAudio ends the stream, or no block arrives for
-    ``audio.stall_timeout_s``) is reopened every ``audio.reconnect_s`` seconds until it is back
-    (:attr:`lost` says why it is gone meanwhile, :attr:`reconnects` counts the returns); the time
-    it was gone is delivered as silence, so sample k is still at ``start_time + k / 16000`` on the
-    wall clock. ``notify(message)``, when set, hears "lost" and "back" as they happen.
-    With ``reconnect_s = 0`` a lost microphone ends the source instead (everything captured
-    before is still delivered).
+    Stalls: audio the device did not deliver (a stall of more than GAP_FILL_S) is delivered as
+    silence of the same length, so sample k stays at ``start_time + k / 16000`` on the wall clock
+    (and in step with a camera). A microphone that is *lost* (PortAudio ends the stream, or no
+    block arrives for ``audio.stall_timeout_s``) is reopened every ``audio.reconnect_s`` seconds
+    until it is back (:attr:`lost` says why it is gone meanwhile, :attr:`reconnects` counts the
+    returns); the time it was gone becomes silence the same way. ``notify(message)``, when set,
+    hears each stall, loss and return. With ``reconnect_s = 0`` a lost microphone ends the source
+    instead (everything captured before is still delivered).
     """
 
-    def __init__(self, device: int | str | None = None, cfg: AudioConfig | None = None):
+    def __init__(self, device: int | str | None = None, cfg: AudioConfig | None = None, *, sounddevice=None):
+        """``sounddevice``: the sounddevice module (default), or a stand-in with its API (a
+        simulated device for tests and the fault benchmark)."""
         self.cfg = cfg or AudioConfig()
         self.sample_rate = SAMPLE_RATE
         self.chunk = SAMPLE_RATE * self.cfg.chunk_ms // 1000
-        sd = self._sd = _sounddevice()
+        sd = self._sd = sounddevice or _sounddevice()
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as e:
@@ -308,7 +315,9 @@ class MicrophoneSource:
         self.notify: Callable[[str], None] | None = None
         self.driver_overflows = 0  # blocks PortAudio itself reports as lost (input_overflow)
         self._captured = 0  # samples put on the queue (capture + filled silence)
-        self._last_block = 0.0
+        self._last_block = 0.0  # arrival of the newest block, or the (re)opening of the stream
+        self._last_arrival = 0.0  # arrival of the newest block (gaps are measured from it)
+        self._gaps: collections.deque[float] = collections.deque(maxlen=100)  # seconds filled, to report
         self._stream_ended = False
         self._closing = False
         self._closed = threading.Event()
@@ -316,10 +325,19 @@ class MicrophoneSource:
 
     # PortAudio thread: copy, enqueue, return. Nothing here may block or log.
     def _callback(self, indata, frames, time_info, status) -> None:
-        self._last_block = time.monotonic()
+        now = self._last_block = time.monotonic()
         if status.input_overflow:
             self.driver_overflows += 1
         block = indata[:, 0].astype(np.float32) / 32768.0
+        if self._last_arrival and now - self._last_arrival > GAP_FILL_S:
+            missing = int((now - self.start_time) * SAMPLE_RATE) - self._captured - len(block)
+            if missing > 0:  # the device delivered nothing meanwhile: that time becomes silence
+                if not self.queue.put(np.zeros(missing, np.float32)):
+                    raise self._sd.CallbackAbort
+                self._captured += missing
+                self.silence_filled_s += missing / SAMPLE_RATE
+                self._gaps.append(missing / SAMPLE_RATE)
+        self._last_arrival = now
         if not self.queue.put(block):
             raise self._sd.CallbackAbort
         self._captured += len(block)
@@ -383,7 +401,7 @@ class MicrophoneSource:
         self.lost = reason
         self._close_stream()
         self._tell(f"microphone {self.device_name!r} lost ({reason}); reopening it every {self.cfg.reconnect_s:g} s")
-        lost_at = time.monotonic()
+        lost_at = self._last_arrival or time.monotonic()
         while not self._closed.wait(self.cfg.reconnect_s):
             try:
                 if self.requested is None:  # the default input now (it may be another device)
@@ -393,17 +411,10 @@ class MicrophoneSource:
                 log.debug("microphone: reopening failed: %s", e)
                 self._close_stream()
                 continue
-            gap = int(round((time.monotonic() - self.start_time) * SAMPLE_RATE)) - self._captured
-            if gap > 0:  # keep sample k at start_time + k / 16000: the lost time becomes silence
-                for k in range(0, gap, SAMPLE_RATE):
-                    if not self.queue.put(np.zeros(min(SAMPLE_RATE, gap - k), np.float32)):
-                        break
-                self._captured += gap
-                self.silence_filled_s += gap / SAMPLE_RATE
             self.lost = None
             self.reconnects += 1
-            self._tell(f"microphone {self.device_name!r} is back after {time.monotonic() - lost_at:.1f} s; "
-                       f"the {max(gap, 0) / SAMPLE_RATE:.1f} s it was gone are silence")
+            self._tell(f"microphone {self.device_name!r} is back after {time.monotonic() - lost_at:.1f} s without "
+                       "audio (delivered as silence)")
             return True
         return False
 
@@ -411,6 +422,11 @@ class MicrophoneSource:
         self.start()
         while True:
             chunk = self.queue.get(timeout=MIC_POLL_S)  # raises AudioOverflowError after draining
+            while self._gaps:
+                gap = self._gaps.popleft()
+                if gap < self.cfg.stall_timeout_s:  # longer ones were a loss: _reconnect said it
+                    self._tell(f"microphone {self.device_name!r} delivered nothing for {gap:.1f} s; "
+                               "that time is silence")
             if chunk is not None:
                 self.samples_delivered += len(chunk)
                 yield chunk

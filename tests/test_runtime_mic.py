@@ -250,6 +250,41 @@ def test_microphone_that_stalls_comes_back_with_the_gap_as_silence(monkeypatch):
     assert len(told) == 2 and "lost (no audio from the microphone" in told[0] and "is back after" in told[1]
 
 
+def test_a_short_stall_becomes_silence_and_is_said(monkeypatch):
+    """A device that delivers nothing for 0.8 s (under stall_timeout_s) and resumes: no loss is
+    declared, but the 0.8 s are silence (the audio clock stays on the wall clock) and said."""
+    from runtime import audio
+
+    class ShortStall(FakeSoundDevice):
+        period = 512 / 16000
+
+        def InputStream(self, **kw):
+            callback = kw["callback"]
+            calls = []
+
+            def late(block, *a):
+                calls.append(1)
+                if len(calls) == 11:
+                    time.sleep(0.8)  # the device stalls before block 11
+                callback(block, *a)
+            kw["callback"] = late
+            return super().InputStream(**kw)
+
+    mic = audio.MicrophoneSource(None, AudioConfig(stall_timeout_s=2.0), sounddevice=ShortStall(20, "stall"))
+    told = []
+    mic.notify = told.append
+    chunks = []
+    for chunk in mic:
+        chunks.append(chunk)
+        if sum(len(c) for c in chunks) >= 20 * 512 + 0.7 * 16000:
+            break
+    mic.close()
+    values = np.concatenate(chunks) * 32768
+    gap = values[10 * 512 :][: np.argmax(values[10 * 512 :] > 0.5)]
+    assert 0.7 * 16000 < len(gap) < 0.9 * 16000 and not gap.any()
+    assert mic.reconnects == 0 and len(told) == 1 and "delivered nothing for 0.8 s" in told[0], told
+
+
 def test_missing_portaudio_is_a_clear_error(monkeypatch):
     import builtins
 
