@@ -164,11 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rtf = (last[2] - prev_wall) / (end - b * block_s)
         prev_wall = last[2]
         L = lat[b]
+        span = f"{b * args.block:g}-{end / 60:g}"
         if not L["total"]:
-            print(f"{b * args.block:>5.0f}-{end / 60:<5.0f} {0:>5}")
+            print(f"{span:>11} {0:>5}")
             continue
         rows.append((last[1], np.percentile(L["total"], 50)))
-        print(f"{b * args.block:>5.0f}-{end / 60:<5.0f} {counts[b]:>5} {np.percentile(L['total'], 50):>9.0f} "
+        print(f"{span:>11} {counts[b]:>5} {np.percentile(L['total'], 50):>9.0f} "
               f"{np.percentile(L['total'], 95):>6.0f} {np.percentile(L['asr'], 50):>8.0f} {np.percentile(L['model'], 50):>9.1f} "
               f"{last[1]:>7.0f} {rtf:>6.3f}")
     stopped = [e for e in session.events if e.get("type") == "status" and e.get("state") == "stopped"][-1]

@@ -278,6 +278,7 @@ class Recognizer:
         self._history_data: collections.deque[UtteranceData] = collections.deque(maxlen=MAX_CONTEXT_TURNS)
         self._threads: list[threading.Thread] = []
         self._callback_thread: threading.Thread | None = None
+        self._faces_thread: threading.Thread | None = None
         self._pusher: int | None = None  # thread id that pushes audio (events() guards against waiting on itself)
         self._error: BaseException | None = None
         self._closed = threading.Event()
@@ -363,8 +364,8 @@ class Recognizer:
             self._emit(warning_event("the model uses video but there is no video source: its visual modality is masked out",
                                      source="video"))
         if self.uses_video and self.video and self.features.frame_cache:
-            th = threading.Thread(target=self._faces_loop, name="recognizer-faces", daemon=True)
-            th.start()  # not joined: it only fills a cache, and stops with the session
+            self._faces_thread = threading.Thread(target=self._faces_loop, name="recognizer-faces", daemon=True)
+            self._faces_thread.start()  # it only fills a cache, and stops with the session (close() joins it)
         if self._callbacks is not None:
             self._callback_thread = threading.Thread(target=self._callback_loop, name="recognizer-callbacks", daemon=True)
             self._callback_thread.start()
@@ -388,7 +389,7 @@ class Recognizer:
         callback gets at most CALLBACK_DRAIN_S more to take the last events.
         """
         self.end_audio("closed")
-        for th in self._threads:
+        for th in self._threads + ([self._faces_thread] if self._faces_thread is not None else []):
             th.join(timeout)
         if self._callback_thread is not None:
             self._callback_thread.join(CALLBACK_DRAIN_S if timeout is None else min(timeout, CALLBACK_DRAIN_S))
