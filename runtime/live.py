@@ -229,6 +229,7 @@ class Session:
         self.events: collections.deque[dict] = collections.deque(maxlen=KEEP_EVENTS)
         self.tally = Tally()
         self.signals: list[int] = []
+        self.frames_shown = 0  # by the --window overlay
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self._threads: list[threading.Thread] = []
