@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, load_runtime_config
-from train.errors import run_cli
+from train.common import run_cli
 
 
 class SimulatedMicrophone:

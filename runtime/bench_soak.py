@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, load_runtime_config
-from train.errors import run_cli
+from train.common import run_cli
 
 RSS_EVERY_S = 2.0  # memory samples (the block's figure is the last sample inside it)
 

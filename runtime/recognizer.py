@@ -53,9 +53,11 @@ from runtime.audio import AudioOverflowError, AudioQueue
 from runtime.config import SAMPLE_RATE, RuntimeConfig
 from runtime.conversation import Conversation
 from runtime.events import status_event, utterance_event, warning_event
-from runtime.features import MAX_CONTEXT_TURNS, FeatureBuilder, UtteranceData
+from runtime.features import FeatureBuilder, UtteranceData
 from runtime.video import Frame, FrameHistory, LatestFrame
-from train.errors import BackendUnavailableError, ExportMismatchError, InputError
+from train.common import BackendUnavailableError, ExportMismatchError, InputError
+from train.features.base import MAX_CONTEXT_TURNS
+from train.graph import present_rows
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,14 @@ class EventQueue:
             return self._items.popleft() if self._items else _END
 
 
+def load_model(model: str | Path = "iemocap", backend: str | None = None):
+    """Load a model for :class:`Recognizer`: a model directory or a name (the shipped ``iemocap``,
+    ``meld``, or one in ``$ARIIGCN_MODEL_PATH``) on ``backend`` (None: the fastest that works,
+    see :func:`select_backend`). The result has ``name`` (the backend), ``manifest`` (labels,
+    modalities) and goes into ``Recognizer(backend=...)``; several recognizers may share it."""
+    return select_backend(model, backend)[0]
+
+
 def select_backend(model: str | Path, name: str | None = None):
     """Load the model with backend ``name``, or with the fastest one that works when None.
 
@@ -140,7 +150,7 @@ def select_backend(model: str | Path, name: str | None = None):
     load is an error, never a silent fallback. A missing or damaged model directory is one error,
     whatever the backend.
     """
-    from train.backends import load_backend
+    from export.backends import load_backend
     from train.model_dir import resolve_model_dir
 
     directory = resolve_model_dir(model)  # one line for a missing or damaged model directory
@@ -213,7 +223,7 @@ class Recognizer:
     Args:
         model: shipped model name or model directory.
         backend: ``torch|onnx|onnx-int8|trt`` or None for the fastest available, or a loaded
-            backend object.
+            model (:func:`load_model`).
         config: capture/VAD/ASR/speaker settings (``configs/runtime.yaml``).
         realtime: the audio arrives as it is spoken (microphone, paced replay); False for files
             processed as fast as possible (changes only how latency is measured).
@@ -579,7 +589,7 @@ class Recognizer:
         rows, per_mod = self.features.build(data, list(self._history_data))
         lat["features"] = (time.perf_counter() - t) * 1000.0
         lat.update({f"features.{m}": ms for m, ms in per_mod.items()})
-        present = [m for m, r in rows.items() if np.isfinite(r).all()]
+        present = [m for m, r in rows.items() if present_rows(r)]
         if self.uses_video and "visual" not in present and self.video and not self._video_lost:
             self.stats.faceless += 1
             if self.stats.faceless == 1 or not p.frames:

@@ -21,7 +21,7 @@ import pytest
 
 from tests import synthetic_pickles as sp
 from tests.train_fixtures import tiny_config, write_config, write_dialoguernn_iemocap
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20240613

@@ -9,7 +9,7 @@ import yaml
 
 from tests.synthetic_pickles import write_cosmic_iemocap
 from tests.train_fixtures import tiny_config, write_config, write_dialoguernn_iemocap
-from train.errors import run_cli
+from train.common import run_cli
 
 
 def _train(argv):
@@ -105,7 +105,7 @@ def test_float_written_without_a_dot_is_a_number(tmp_path):
 
 def test_runtime_config_fields_are_typed(tmp_path):
     from runtime.config import load_runtime_config
-    from train.errors import InputError
+    from train.common import InputError
 
     for text, message in [("speakers:\n  n_speakers: two\n", "speakers.n_speakers: expected int or null, got 'two'"),
                           ("asr:\n  context_s: long\n", "asr.context_s: expected a number (float), got 'long'"),
@@ -173,7 +173,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path, model, data, capsys):
 def test_no_such_model(data, capsys):
     assert _evaluate(["--model", "no-such-model", "--data", str(data), "--split", "test"]) == 2
     line = _one_line_error(capsys)
-    assert "no-such-model" in line and "no such model directory or shipped model name" in line
+    assert "no-such-model" in line and "no such model directory or model name" in line
 
 
 def test_missing_config_file(capsys, tmp_path):
@@ -191,7 +191,7 @@ def test_debug_keeps_the_traceback(tmp_path, data):
     raw = tiny_config()
     raw["train"]["epoch"] = 3
     cfg = write_config(tmp_path / "t.yaml", raw)
-    from train.errors import InputError
+    from train.common import InputError
 
     with pytest.raises(InputError):
         _train(["--config", str(cfg), "--data", str(data), "--debug"])
