@@ -19,7 +19,7 @@ def test_soak_prints_a_row_per_block(capsys):
 
     assert main(["--minutes", "1", "--block", "0.5", "--model", str(fx.text_model()), "--backend", "onnx"]) == 0
     out = capsys.readouterr().out
-    rows = [l for l in out.splitlines() if re.match(r"\s+\d+-\d", l)]
+    rows = [l for l in out.splitlines() if re.match(r"\s+[\d.]+-[\d.]+\s", l)]
     assert len(rows) == 2, out
     assert all(int(r.split()[1]) >= 1 for r in rows), out  # utterances labelled in each half minute
     assert re.search(r"\d+ utterances labelled in [\d.]+ min", out) and "growth first -> last block: RSS" in out

@@ -184,7 +184,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", ["model.safetensors", "config.yaml", "manifest.json"])
 def test_model_directory(model_dir, tmp_path, name):
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
@@ -196,7 +196,7 @@ def test_model_directory(model_dir, tmp_path, name):
 
 
 def test_export_directory(model_dir, tmp_path):
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)

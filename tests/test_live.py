@@ -252,7 +252,7 @@ def test_camera_that_comes_back_is_used_again(tmp_path):
     wav, script = fx.speech()
     two = tmp_path / "two.wav"  # utterances 0 (0.6-2.9 s) and 1 (4.0-6.7 s)
     write_wav(two, read_wav(wav)[: int(7.5 * 16000)])
-    face = cv2.cvtColor(cv2.imread(str(ASSETS / "astronaut_320.jpg")), cv2.COLOR_BGR2RGB)
+    face = cv2.cvtColor(cv2.imread(str(FACE)), cv2.COLOR_BGR2RGB)
     first = write_video(tmp_path / "cam1.mp4", None, 2.0, fps=10, size=(320, 320), frame=lambda i: face)
     later = write_video(tmp_path / "cam2.mp4", None, 20.0, fps=10, size=(320, 320), frame=lambda i: face)
     opened = []
@@ -549,7 +549,7 @@ def test_overlay_keeps_drawing_while_the_model_is_busy():
     assert gated.calls == 0 and not [e for e in rec.poll() if e["type"] == "utterance"]  # model still blocked
     # ~30 fps requested; a loaded 2-core machine drew 3-4 a second even without a model: the point
     # is that it keeps drawing while the model thread is blocked, not its speed (a benchmark's job)
-    assert len(shown) >= 3
+    assert len(shown) >= 2
     last = shown[-1]
     assert last.shape == face.shape and not np.array_equal(last, face)  # label/transcript drawn
     assert overlay.boxes and all(w > 60 for _, _, w, _ in overlay.boxes)  # the astronaut's face boxed
