@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-step() { echo "setup [$1/5] $2"; }
+step() { echo "setup [$1/5] $2" >&2; }  # progress on stderr: stdout stays for what runs after
 
 if [ "${ARIIGCN_HEADLESS:-0}" = 1 ]; then
   flavour=headless; opencv=opencv-python-headless; other=opencv-python; x_pkgs=()
@@ -39,7 +39,7 @@ else
   .venv/bin/pip install -q "torch==2.13.0"
 fi
 if .venv/bin/pip show -q "$other" >/dev/null 2>&1; then
-  echo "setup: replacing $other with $opencv (both provide cv2; they must not be installed together)"
+  echo "setup: replacing $other with $opencv (both provide cv2; they must not be installed together)" >&2
   .venv/bin/pip uninstall -q -y opencv-python opencv-python-headless
 fi
 step 3 "the project and its extras live, export, dev and $flavour ($opencv) (about 2 minutes in a fresh .venv)"
@@ -64,4 +64,4 @@ for m in iemocap meld; do
   step 5 "ONNX export of $m for the live runtime: graph and text encoder, FP32 and INT8, $parity (about a minute)"
   .venv/bin/python -m export --model "$m" "${flags[@]}" >/dev/null
 done
-echo "setup: done ($(.venv/bin/python -c 'import torch, cv2; print("torch", torch.__version__, "/ OpenCV", cv2.__version__)') $flavour)"
+echo "setup: done ($(.venv/bin/python -c 'import torch, cv2; print("torch", torch.__version__, "/ OpenCV", cv2.__version__)') $flavour)" >&2
