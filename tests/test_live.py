@@ -459,6 +459,23 @@ def test_start_faults_are_one_line_errors(tmp_path, capsys, monkeypatch, args, m
     assert "Traceback" not in err
 
 
+def test_session_memory_is_bounded_however_long_it_runs():
+    """Session.events once kept every event of the session; now the newest KEEP_EVENTS, while the
+    tally (the end-of-session summary) counts them all with bounded latency samples."""
+    session = live.Session(recognizer=None, audio=None)
+    tally = session.tally
+    for k in range(3 * live.KEEP_EVENTS):
+        ev = {"type": "utterance", "speaker": k % 3, "latency_ms": {"total": float(k), "asr": 1.0, "model": 1.0,
+                                                                     "features": 1.0}}
+        session.events.append(ev)
+        tally.add(ev)
+    tally.add({"type": "warning", "message": "x"})
+    assert len(session.events) == live.KEEP_EVENTS and session.events[-1]["latency_ms"]["total"] == 3 * live.KEEP_EVENTS - 1
+    assert tally.utterances == 3 * live.KEEP_EVENTS and len(tally.speakers) == 3 and tally.warnings == 1
+    assert all(len(v) <= live.Tally.LATENCY_SAMPLES for v in tally.latency.values())
+    assert tally.summary().startswith(f"{3 * live.KEEP_EVENTS} utterances labelled, 3 speakers, 1 warnings")
+
+
 def test_model_loading_errors_are_one_short_line(tmp_path, capsys):
     """--model nonexistent once repeated the same sentence per backend, and a truncated
     model.safetensors advised re-running the export. Now: one short line with the reason."""
