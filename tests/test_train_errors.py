@@ -69,7 +69,7 @@ def test_unknown_key_in_set_override(tmp_path, data, capsys):
     ("train", "seeds", [0, "one"], "train.seeds[1]: expected int, got 'one'"),
     ("data", "extractors", {"text": 3}, "data.extractors.text: expected str, got 3"),
     ("data", "modalities", "text", "data.modalities: expected a list of str, got 'text'"),
-    ("adversarial", "schedule", "sometimes", "adversarial.schedule: expected one of 'grl', 'alternating', got 'sometimes'"),
+    ("adversarial", "schedule", "sometimes", "adversarial.schedule: expected one of 'paper', 'alternating', 'grl', got 'sometimes'"),
     ("graph", "past", 2.5, "graph.past: expected int, got 2.5"),
 ])
 def test_wrongly_typed_value_is_refused_before_any_work(tmp_path, data, capsys, section, key, value, message):
