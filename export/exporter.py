@@ -73,7 +73,7 @@ def _windows(spec: GraphSpec, dialogue) -> list[dict[str, np.ndarray]]:
 def _load_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: bool):
     """The corpus with the model's features attached, or None when it is absent and not needed."""
     from train.data import load_corpus
-    from train.evaluate import attach_model_features
+    from train.evaluation import attach_model_features
 
     path = opts.data or cfg.data.path
     if not Path(path).is_file():

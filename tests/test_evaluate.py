@@ -83,7 +83,7 @@ def test_registered_backend_is_used(setup):
     import numpy as np
 
     from train import backends
-    from train.evaluate import evaluate
+    from train.evaluation import evaluate
     from train.model_dir import read_manifest
 
     _, data, model = setup
@@ -108,6 +108,44 @@ def test_registered_backend_is_used(setup):
     finally:
         backends._REGISTRY.pop("constant")
     assert r["per_class_f1"]["neutral"] > 0 and all(v == 0 for k, v in r["per_class_f1"].items() if k != "neutral")
+
+
+def test_predictions_file_and_shift_accuracy(setup, tmp_path, capsys):
+    """--predictions writes one row per utterance; --json adds shift / no-shift accuracy that agree with the rows."""
+    from train.data import load_corpus
+    from train.evaluate import main
+    from train.metrics import shift_mask
+
+    _, data, model = setup
+    out = tmp_path / "pred.jsonl"
+    assert main(["--model", str(model), "--data", str(data), "--split", "test", "--json", "--predictions", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    dialogues = load_corpus(data).split("test")
+    assert len(rows) == sum(len(d) for d in dialogues)
+    assert set(rows[0]) == {"dialogue", "index", "speaker", "label", "prediction", "probs"}
+    assert all(r["prediction"] == max(r["probs"], key=r["probs"].get) for r in rows)
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-3 for r in rows)
+    shifts = [bool(s) for d in dialogues for s in shift_mask(d.labels, d.speakers)]
+    hits = [r["label"] == r["prediction"] for r in rows]
+    n_shift = sum(shifts)
+    assert report["n_shift"] == n_shift > 0
+    assert report["shift_accuracy"] == pytest.approx(100 * sum(h for h, s in zip(hits, shifts) if s) / n_shift)
+    rest = [h for h, s in zip(hits, shifts) if not s]
+    assert report["no_shift_accuracy"] == pytest.approx(100 * sum(rest) / len(rest))
+    assert report["accuracy"] == pytest.approx(100 * sum(hits) / len(hits))
+
+
+def test_predictions_folder_must_exist(setup, tmp_path, capsys):
+    from train.errors import run_cli
+    from train.evaluate import main
+
+    _, data, model = setup
+    missing = tmp_path / "no" / "such" / "pred.jsonl"
+    assert run_cli(main, ["--model", str(model), "--data", str(data), "--split", "test", "--predictions", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err and str(missing.parent) in err
+    assert not missing.parent.exists()
 
 
 def test_labels_of_another_dataset_are_refused(setup, tmp_path, capsys):
@@ -167,7 +205,7 @@ def test_shipped_models_fit_the_size_budget():
                     reason="../shared/data is absent (IEMOCAP data beside the repo)")
 def test_shipped_iemocap_model_reproduces_its_card_on_validation(tmp_path):
     """The shipped weights + the extractor its manifest names give the validation figures it ships with."""
-    from train.evaluate import evaluate
+    from train.evaluation import evaluate
     from train.model_dir import read_metrics
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

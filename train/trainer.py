@@ -244,11 +244,12 @@ def _shard(n: int, epoch_seed: int, env: DistEnv) -> list[int]:
 
 def evaluate_model(model, dialogues: Sequence[Dialogue], cfg: Config, labels: Sequence[str], device: str) -> Scores:
     from train.backends import predict_dialogues
+    from train.metrics import dialogue_shifts
 
     probs = predict_dialogues(model, dialogues, cfg, device, batch_dialogues=max(cfg.train.batch_dialogues, 32))
     y_true = np.concatenate([d.labels for d in dialogues])
     y_pred = np.concatenate([p.argmax(axis=1) for p in probs])
-    return score(y_true, y_pred, labels)
+    return score(y_true, y_pred, labels, shift=dialogue_shifts(dialogues))
 
 
 def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None = None,
