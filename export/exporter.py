@@ -178,10 +178,14 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
     return em
 
 
+FROZEN_TEXT = ("minilm", "mpnet")  # frozen sentence encoders (train.features.text)
+
+
 def exportable_text(name: str) -> bool:
-    """Whether text extractor ``name`` has an ONNX export here: frozen MiniLM or a fine-tuned
-    ``minilm-ctx-*`` (exported merged with its adapter, with ``context.json``)."""
-    return name == "minilm" or name.startswith("minilm-ctx-")
+    """Whether text extractor ``name`` has an ONNX export here: a frozen sentence encoder
+    (MiniLM, mpnet) or a fine-tuned ``minilm-ctx-*`` (exported merged with its adapter, with
+    ``context.json``)."""
+    return name in FROZEN_TEXT or name.startswith("minilm-ctx-")
 
 
 def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, expect=None):
@@ -189,23 +193,17 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
     ``context.json`` for context encoders, INT8 when asked. ``expect``: the identity the model's
     features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``."""
     from export.text_encoder import export_text_encoder, quantize_text_encoder
+    from train.features.registry import resolve
 
-    if name == "minilm":
-        from train.features.text import model_identity
-
-        installed = model_identity(None)
-    else:  # a shipped fine-tuned encoder (runtime/models/encoders/<name>/)
-        from train.features.registry import resolve
-
-        encoder_cls = resolve(name)
-        installed = encoder_cls.default_identity()
+    encoder_cls = resolve(name)  # frozen: its default model; fine-tuned: the shipped adapter
+    installed = encoder_cls.default_identity()
     if expect is not None and installed != expect:
         raise InputError(
             f"the model's text features come from {expect.name} {expect.version}, but the installed encoder is {installed.version}; "
             "export with the encoder the model was trained on"
         )
-    if name == "minilm":
-        files = export_text_encoder(out, identity=installed, opset=opset)
+    if name in FROZEN_TEXT:
+        files = export_text_encoder(out, source=encoder_cls.default_path(), identity=installed, opset=opset)
     else:
         from train.features.text_context import export_onnx
 
@@ -222,7 +220,7 @@ def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None
     if ident is None or not exportable_text(ident.name):
         return
     files = write_text_encoder(ident.name, out, int8=int8, opset=em.opset, expect=ident)
-    if (out / CONTEXT_JSON).is_file() and ident.name != "minilm":
+    if (out / CONTEXT_JSON).is_file() and ident.name not in FROZEN_TEXT:
         em.add_file(out, CONTEXT_JSON, mf.TEXT_CONTEXT, None)
     em.add_file(out, ENCODER_FILE, mf.TEXT_ENCODER, "fp32", max_length=files.max_length)
     em.add_file(out, TOKENIZER_FILE, mf.TOKENIZER, None)

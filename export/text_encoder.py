@@ -1,12 +1,12 @@
-"""Export the sentence encoder (all-MiniLM-L6-v2 or a fine-tuned copy) to ONNX with its tokenizer.
+"""Export a sentence encoder (all-MiniLM-L6-v2, all-mpnet-base-v2 or a fine-tuned copy) to ONNX with its tokenizer.
 
 The exported graph is the whole sentence-transformers pipeline after tokenisation::
 
     input_ids (batch, tokens) int64, attention_mask (batch, tokens) int64
-      -> BERT last hidden state (batch, tokens, 384)
+      -> BERT / MPNet last hidden state (batch, tokens, 384 | 768)
       -> masked mean over tokens   (sum(h * m) / max(sum(m), 1e-9))
       -> L2 normalisation          (x / max(||x||, 1e-12))
-      -> embedding (batch, 384) float32
+      -> embedding (batch, 384 | 768) float32
 
 so the runtime needs only ``tokenizers`` + ``onnxruntime`` (see
 :class:`train.features.text_onnx.OnnxMiniLMExtractor`). ``tokenizer.json`` is copied beside
@@ -115,6 +115,9 @@ def _pooling_module(st):
         raise InputError(f"cannot export sentence-transformers modules {sorted(unknown)}")
     normalize = "Normalize" in names
     bert = modules[0].auto_model
+    import inspect
+
+    takes_types = "token_type_ids" in inspect.signature(bert.forward).parameters  # BERT yes, MPNet no
 
     class MeanPooledEncoder(torch.nn.Module):
         def __init__(self):
@@ -122,9 +125,8 @@ def _pooling_module(st):
             self.bert = bert
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.bert(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
-            ).last_hidden_state  # (B, T, D)
+            extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_types else {}
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state  # (B, T, D)
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
             emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
             return F.normalize(emb, p=2.0, dim=1) if normalize else emb
@@ -198,9 +200,9 @@ def check_parity(
 ) -> dict[str, float]:
     """Compare the exported encoder(s) in ``export_dir`` with their torch form.
 
-    ``extractor``: the registry name ("minilm", or a fine-tuned ``minilm-ctx-*`` whose export
-    formats speaker and past turns the same way); the reference is its torch extractor (for
-    "minilm": sentence-transformers on ``source``, default the offline wheel).
+    ``extractor``: the registry name ("minilm", "mpnet", or a fine-tuned ``minilm-ctx-*`` whose
+    export formats speaker and past turns the same way); the reference is its torch extractor
+    (for "minilm": sentence-transformers on ``source``, default the offline wheel).
     ``items``: :class:`UtteranceInput` (with speaker and ``context`` for context encoders);
     default one item per text of ``texts``.
 
@@ -231,19 +233,24 @@ def check_parity(
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.text_encoder", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--source", help="sentence-transformers directory (default: the offline all-MiniLM-L6-v2 wheel)")
+    p.add_argument("--extractor", choices=("minilm", "mpnet"), default="minilm", help="frozen encoder to export (default minilm; mpnet: the assembled all-mpnet-base-v2)")
+    p.add_argument("--source", help="sentence-transformers directory (default: the extractor's own model)")
     p.add_argument("--int8", action="store_true", help="also write a dynamic INT8 copy")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--check", action="store_true", help="print parity against sentence-transformers")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
-    files = export_text_encoder(args.out, source=args.source, opset=args.opset)
+    from train.features.registry import resolve
+
+    cls = resolve(args.extractor, "torch")
+    source = Path(args.source) if args.source else cls.default_path()
+    files = export_text_encoder(args.out, source=source, identity=model_identity(source, name=cls.name, dim=cls.dim), opset=args.opset)
     if args.int8:
         files = quantize_text_encoder(files)
     print(f"wrote {files.onnx}" + (f", {files.int8}" if files.int8 else "") + f", {files.tokenizer}")
     if args.check:
-        print(json.dumps(check_parity(args.out, source=args.source), indent=2))
+        print(json.dumps(check_parity(args.out, source=source, extractor=args.extractor), indent=2))
     return 0
 
 

@@ -362,7 +362,27 @@ def train_seeds(cfg: Config, data: PreparedData, seeds: Sequence[int], env: Dist
         "valid": aggregate([r.valid for r in runs]),
         "selected": {"seed": best.seed, "epoch": best.best_epoch, "valid": best.valid.to_dict()},
     }
+    if len(runs) > 1:
+        summary["ensemble"] = {"seeds": [r.seed for r in runs],
+                               "valid": ensemble_scores(cfg, data, runs, env.device).to_dict(confusion=False)}
     return TrainResult(runs, best, summary)
+
+
+def ensemble_scores(cfg: Config, data: PreparedData, runs: Sequence[SeedRun], device: str = "cpu") -> Scores:
+    """Validation scores of the seeds' averaged class probabilities (a seed ensemble)."""
+    from train.backends import predict_dialogues
+    from train.metrics import dialogue_shifts
+    from train.model import ARIIGCN
+
+    total = None
+    for r in runs:
+        model = ARIIGCN(cfg, data.dims, len(data.corpus.labels)).to(device)
+        model.load_state_dict(r.state)
+        probs = predict_dialogues(model, data.valid, cfg, device, batch_dialogues=max(cfg.train.batch_dialogues, 32))
+        total = probs if total is None else [a + b for a, b in zip(total, probs)]
+    y_true = np.concatenate([d.labels for d in data.valid])
+    y_pred = np.concatenate([p.argmax(axis=1) for p in total])
+    return score(y_true, y_pred, data.corpus.labels, shift=dialogue_shifts(data.valid))
 
 
 def split_stats(dialogues: Sequence[Dialogue]) -> dict[str, int]:

@@ -42,6 +42,7 @@ from train.model.classifier import UtteranceClassifier
 from train.model.contrastive import contrastive_losses
 from train.model.projection import ModalityProjection
 from train.model.rgcn import RelationalGCN
+from train.model.utterance import UtteranceWeighing, batch_shifts
 
 
 @dataclass
@@ -54,12 +55,14 @@ class ModelOutput:
         generated: (M, N, H) generator outputs (input of the graph).
         judged: (M, M, N) discriminator logits ``D_m(g^k_u)``, or None when the adversary is off
             or was not asked for; under ``grl`` they were computed through gradient reversal.
+        own_logits: (N, C) the context-free head's logits (``utterance.own_logits``), else None.
     """
 
     logits: torch.Tensor | None
     states: torch.Tensor | None
     generated: torch.Tensor
     judged: torch.Tensor | None = None
+    own_logits: torch.Tensor | None = None
 
 
 class ARIIGCN(nn.Module):
@@ -91,6 +94,7 @@ class ARIIGCN(nn.Module):
         self.adversary = ModalityAdversary(n_mod, mc.hidden) if self.adversarial_active else None
         self.gcn = RelationalGCN(mc.hidden, self.num_relations, mc.gcn_layers, mc.dropout) if mc.use_graph else None
         self.classifier = UtteranceClassifier(mc.hidden, mc.classifier_hidden, self.n_classes, mc.dropout)
+        self.utterance = UtteranceWeighing(cfg.utterance, mc.hidden, mc.classifier_hidden, self.n_classes, mc.dropout)
 
     # -----------------------------------------------------------------------------------------
     @property
@@ -158,13 +162,21 @@ class ARIIGCN(nn.Module):
 
         gen, x = self._node_states(batch.features, present,
                                    None if self.gcn is None else lambda v: self.gcn(v, batch.edge_index, batch.edge_type))
-        logits = self.classifier(x, present)
+        logits, own_logits = self._classify(gen, x, present)
 
         judged = None
         if adversarial and self.adversary is not None:
             ac = self.cfg.adversarial
             judged = self.adversary.judge(grad_reverse(gen, ac.grl_lambda) if ac.schedule == "grl" else gen)
-        return ModelOutput(logits=logits, states=x, generated=gen, judged=judged)
+        return ModelOutput(logits=logits, states=x, generated=gen, judged=judged, own_logits=own_logits)
+
+    def _classify(self, gen: torch.Tensor, x: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, C) logits from the graph states ``x`` and the own states ``gen`` (both (M, N, H)),
+        and the context-free logits (or None); see :mod:`train.model.utterance`."""
+        own = gen * present.t().unsqueeze(-1).to(gen.dtype)
+        logits = self.classifier(self.utterance.mix(own, x), present)
+        own_logits = self.utterance.own_logits(own, present)
+        return (logits if own_logits is None else logits + own_logits), own_logits
 
     def forward_dense(self, features: dict[str, torch.Tensor], present: torch.Tensor,
                       adjacency: torch.Tensor | None) -> torch.Tensor:
@@ -177,9 +189,9 @@ class ARIIGCN(nn.Module):
         (N, M) bool, adjacency (R, M*N, M*N) row-normalised (unused, may be None, without the
         graph) -> (N, C).
         """
-        _, x = self._node_states(features, present,
-                                 None if self.gcn is None else lambda v: self.gcn.forward_dense(v, adjacency))
-        return self.classifier(x, present)
+        gen, x = self._node_states(features, present,
+                                   None if self.gcn is None else lambda v: self.gcn.forward_dense(v, adjacency))
+        return self._classify(gen, x, present)[0]
 
     @torch.no_grad()
     def predict_proba(self, batch: GraphBatch) -> torch.Tensor:
@@ -209,9 +221,19 @@ class ARIIGCN(nn.Module):
             top = int(labels.max())
             if top >= self.n_classes:
                 raise InputError(f"label id {top} but the model has {self.n_classes} classes")
-            ce = F.cross_entropy(out.logits[labelled], labels[labelled], weight=class_weights)
+            uc = self.cfg.utterance
+            if uc.shift_weight != 1.0:  # emotion shifts weigh more (or less) in the cross-entropy
+                w = 1.0 + (uc.shift_weight - 1.0) * batch_shifts(labels, batch.speakers, batch.lengths).to(out.logits.dtype)
+                per = F.cross_entropy(out.logits[labelled], labels[labelled], weight=class_weights, reduction="none")
+                ce = (per * w[labelled]).sum() / w[labelled].sum()
+            else:
+                ce = F.cross_entropy(out.logits[labelled], labels[labelled], weight=class_weights)
+            if out.own_logits is not None and uc.own_weight > 0:
+                ce = ce + uc.own_weight * F.cross_entropy(out.own_logits[labelled], labels[labelled], weight=class_weights)
         else:
             ce = out.logits.sum() * 0.0  # keeps the graph connected (DDP) when a batch has no labels
+            if out.own_logits is not None:
+                ce = ce + out.own_logits.sum() * 0.0
         zero = out.logits.new_zeros(())
 
         ac, cc = self.cfg.adversarial, self.cfg.contrastive
