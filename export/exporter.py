@@ -33,7 +33,7 @@ GRAPH_FP16_FILE = "graph.fp16.onnx"
 DEFAULT_WINDOW = 32
 # Static INT8 leaves the classifier MLP (128x128 + 128xC weights) in float: quantising it flipped
 # near-tie labels (IEMOCAP valid, 20-epoch text model: agreement 97.8% -> 99.5% kept float).
-FLOAT_HEAD = ("model.classifier.",)
+FLOAT_HEAD = ("model.classifier.",)  # (a seed ensemble's member classifiers are quantised with the rest)
 
 
 @dataclass

@@ -110,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = "python -m train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
             write_outputs(out, cfg, data, result, env, command=command)
             print_summary(cfg.name, data.corpus.labels, result)
-            log.info("wrote model directory %s (selected seed %d, epoch %d)", out, result.best.seed,
-                     result.best.best_epoch)
+            log.info("wrote model directory %s (%s)", out, "seed ensemble" if cfg.model.ensemble > 1 else
+                     f"selected seed {result.best.seed}, epoch {result.best.best_epoch}")
     finally:
         teardown_env(env)
     return 0
@@ -134,7 +134,10 @@ def print_summary(name: str, labels: Sequence[str], result) -> None:
         ens = result.summary["ensemble"]["valid"]
         print(f"seed ensemble (averaged probabilities): accuracy {ens['accuracy']:.2f}, weighted F1 {ens['weighted_f1']:.2f}, "
               f"emotion shifts {ens['shift_accuracy']:.2f}")
-    print(f"kept: seed {result.best.seed} (valid wF1 {result.best.valid.weighted_f1:.2f})")
+    if result.summary["selected"].get("ensemble"):
+        print(f"kept: the ensemble of seeds {', '.join(map(str, result.summary['selected']['seeds']))}")
+    else:
+        print(f"kept: seed {result.best.seed} (valid wF1 {result.best.valid.weighted_f1:.2f})")
 
 
 if __name__ == "__main__":

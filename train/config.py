@@ -52,6 +52,9 @@ class ModelConfig:
     # projection. Per utterance (no batch statistics), so causal/window results stay exact; it
     # rescales small-norm inputs (unit-length sentence embeddings) that otherwise train slowly.
     input_norm: bool = True
+    # Seed ensemble: K > 1 ships the K seeds' models with their probabilities averaged
+    # (train.model.ensemble); training runs one seed per member (train.seeds, K of them).
+    ensemble: int = 1
 
 
 @dataclass
@@ -124,6 +127,8 @@ class Config:
             raise InputError(f"adversarial.schedule must be 'grl' or 'alternating', not {self.adversarial.schedule!r}", path=source)
         if self.contrastive.temperature <= 0:
             raise InputError("contrastive.temperature must be > 0", path=source)
+        if self.model.ensemble < 1:
+            raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
         u = self.utterance
         if u.own_weight < 0 or u.shift_weight <= 0:
             raise InputError("utterance.own_weight must be >= 0 and utterance.shift_weight > 0", path=source)
