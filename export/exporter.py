@@ -192,7 +192,7 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
     """Export text extractor ``name`` (see :func:`exportable_text`) into ``out``: ONNX, tokenizer,
     ``context.json`` for context encoders, INT8 when asked. ``expect``: the identity the model's
     features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``."""
-    from export.text_encoder import export_text_encoder, quantize_text_encoder
+    from export.text_encoder import BLOCKWISE_INT8, export_text_encoder, quantize_text_encoder
     from train.features.registry import resolve
 
     encoder_cls = resolve(name)  # frozen: its default model; fine-tuned: the shipped adapter
@@ -208,7 +208,7 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
         from train.features.text_context import export_onnx
 
         files = export_onnx(encoder_cls.shipped, out, opset=opset)
-    return quantize_text_encoder(files) if int8 else files
+    return quantize_text_encoder(files, "blockwise" if name in BLOCKWISE_INT8 else "dynamic") if int8 else files
 
 
 def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None:
@@ -225,7 +225,9 @@ def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None
     em.add_file(out, ENCODER_FILE, mf.TEXT_ENCODER, "fp32", max_length=files.max_length)
     em.add_file(out, TOKENIZER_FILE, mf.TOKENIZER, None)
     if int8:
-        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method="dynamic")
+        from export.text_encoder import BLOCKWISE_INT8
+
+        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method="blockwise" if ident.name in BLOCKWISE_INT8 else "dynamic")
 
 
 def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: ExportOptions) -> dict[str, Any]:

@@ -126,3 +126,20 @@ def test_ensemble_needs_as_many_seeds(tmp_path, capsys):
     cfg = write_config(tmp_path / "c.yaml", tiny_config(model={"ensemble": 3}, train={"seeds": [0, 1]}))
     assert run_cli(main, ["--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "m"), "--no-progress"]) == 2
     assert "model.ensemble is 3" in capsys.readouterr().err
+
+
+def test_exported_ensemble_with_utterance_options_matches_torch(tmp_path):
+    """The ONNX graph of a 3-seed ensemble with the gate and the own head equals torch; INT8 stays close."""
+    from export.__main__ import main as export_main
+    from export.manifest import read_export_manifest
+    from train.__main__ import main
+
+    data = write_dialoguernn_iemocap(tmp_path / "d.pkl", n_train=16, n_test=4, noise=0.8, seed=3)
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(model={"ensemble": 3}, train={"seeds": [0, 1, 2], "epochs": 3},
+                                                        utterance={"gate": True, "own_logits": True, "own_weight": 0.5}))
+    out = tmp_path / "m"
+    assert main(["--config", str(cfg), "--data", str(data), "--out", str(out), "--no-progress"]) == 0
+    assert export_main(["--model", str(out), "--int8", "--data", str(data)]) == 0
+    g = read_export_manifest(out / "export").parity["graph"]
+    assert g["onnx"]["max_abs_diff"] <= 1e-4
+    assert g["onnx-int8"]["label_agreement"] >= 90.0

@@ -29,7 +29,7 @@ from train.errors import InputError
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "ARIIGCN_CACHE"  # overrides the cache root (default: $XDG_CACHE_HOME/ariigcn or ~/.cache/ariigcn)
+CACHE_ENV = "ARIIGCN_CACHE"  # overrides the cache root (default ~/.cache/ariigcn, as runtime.speakers)
 SETUP_COMMAND = "python -m train.setup_encoders"  # what .ci/setup.sh runs; named in every error
 
 
@@ -72,11 +72,8 @@ ENCODERS = {MPNET.name: MPNET}
 
 
 def cache_root() -> Path:
-    """Where assembled encoders live: ``$ARIIGCN_CACHE``, else ``$XDG_CACHE_HOME/ariigcn``, else ``~/.cache/ariigcn``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ariigcn"
+    """Where assembled encoders live: ``$ARIIGCN_CACHE``, else ``~/.cache/ariigcn``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ariigcn")
 
 
 def destination(spec: PartedEncoder, root: Path | None = None) -> Path:
