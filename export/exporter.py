@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -191,7 +192,10 @@ def exportable_text(name: str) -> bool:
 def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, expect=None):
     """Export text extractor ``name`` (see :func:`exportable_text`) into ``out``: ONNX, tokenizer,
     ``context.json`` for context encoders, INT8 when asked. ``expect``: the identity the model's
-    features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``."""
+    features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``.
+
+    A frozen encoder's export is kept in ``<cache>/exports/`` (keyed by its identity, opset and
+    INT8 method) and copied from there next time: the shipped models share one mpnet export."""
     from export.text_encoder import BLOCKWISE_INT8, export_text_encoder, quantize_text_encoder
     from train.features.registry import resolve
 
@@ -202,13 +206,58 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
             f"the model's text features come from {expect.name} {expect.version}, but the installed encoder is {installed.version}; "
             "export with the encoder the model was trained on"
         )
-    if name in FROZEN_TEXT:
-        files = export_text_encoder(out, source=encoder_cls.default_path(), identity=installed, opset=opset)
-    else:
+    method = "blockwise" if name in BLOCKWISE_INT8 else "dynamic"
+    if name not in FROZEN_TEXT:
         from train.features.text_context import export_onnx
 
         files = export_onnx(encoder_cls.shipped, out, opset=opset)
-    return quantize_text_encoder(files, "blockwise" if name in BLOCKWISE_INT8 else "dynamic") if int8 else files
+        return quantize_text_encoder(files, method) if int8 else files
+    cached = _exported_encoder_cache(installed, opset, method)
+    files = _copy_cached_encoder(cached, out, int8)
+    if files is None:
+        files = export_text_encoder(out, source=encoder_cls.default_path(), identity=installed, opset=opset)
+        if int8:
+            files = quantize_text_encoder(files, method)
+        _fill_encoder_cache(out, cached, int8)
+    return files
+
+
+def _exported_encoder_cache(identity, opset: int, method: str) -> Path:
+    from train.features.assembled import cache_root
+    from train.features.cache import content_key
+
+    return cache_root() / "exports" / f"{identity.name}-{content_key(*identity.to_dict().values(), opset, method)[:12]}"
+
+
+def _copy_cached_encoder(cached: Path, out: Path, int8: bool):
+    """The cached export's files copied into ``out`` (TextEncoderFiles), or None when it lacks any."""
+    import onnx
+
+    from export.files import copy_atomic
+    from export.text_encoder import TextEncoderFiles
+    from train.features.base import ExtractorIdentity
+    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, META_DIM, META_IDENTITY, META_MAX_LENGTH, TOKENIZER_FILE
+
+    names = [ENCODER_FILE, TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else [])
+    if not all((cached / n).is_file() for n in names):
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        copy_atomic(cached / n, out / n)
+    meta = {p.key: p.value for p in onnx.load(str(out / ENCODER_FILE), load_external_data=False).metadata_props}
+    log.info("text encoder copied from the export cache %s", cached)
+    return TextEncoderFiles(onnx=out / ENCODER_FILE, tokenizer=out / TOKENIZER_FILE, dim=int(meta[META_DIM]),
+                            max_length=int(meta[META_MAX_LENGTH]), identity=ExtractorIdentity(**json.loads(meta[META_IDENTITY])),
+                            int8=out / ENCODER_INT8_FILE if int8 else None)
+
+
+def _fill_encoder_cache(out: Path, cached: Path, int8: bool) -> None:
+    from export.files import copy_atomic
+    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, TOKENIZER_FILE
+
+    cached.mkdir(parents=True, exist_ok=True)
+    for n in [TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else []) + [ENCODER_FILE]:  # fp32 last: marks it complete
+        copy_atomic(out / n, cached / n)
 
 
 def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None:
