@@ -1,5 +1,20 @@
 """The live runtime: capture, voice activity, transcription, speakers, features, graph, labels.
 
+The embedding API is what this package exports::
+
+    from runtime import Recognizer, load_model
+    rec = Recognizer(backend=load_model("iemocap"))     # or Recognizer(model="iemocap")
+    rec.start()
+    rec.push_audio(chunk)                               # (n,) float32 16 kHz mono
+    rec.end_audio()
+    for event in rec.events():                          # UtteranceEvent | StatusEvent | WarningEvent
+        if event["type"] == "utterance":
+            print(event["text"], event["emotion"])
+
+Importing it puts the shipped models (``runtime/models``: ``iemocap``, ``meld`` and the encoders
+they read) on the model search path (:func:`train.model_dir.add_model_search_dirs`), after the
+directories in ``$ARIIGCN_MODEL_PATH``.
+
 This package and the modules it imports at start-up never import torch: an edge device runs it
 from exported artifacts with numpy, onnxruntime, CTranslate2 (faster-whisper), PyAV, OpenCV and
 sounddevice. Modules:
@@ -29,3 +44,12 @@ The audio stages chain like this (``cfg = runtime.config.load_runtime_config(pat
                 speaker = spk.assign(utt.audio).speaker         # stable int id
     for utt in seg.flush(): ...                                 # speech still open at the end
 """
+from runtime.config import SHIPPED_MODELS
+from train.model_dir import add_model_search_dirs
+
+add_model_search_dirs(SHIPPED_MODELS)
+
+from runtime.events import Event, StatusEvent, UtteranceEvent, WarningEvent  # noqa: E402
+from runtime.recognizer import Recognizer, load_model  # noqa: E402
+
+__all__ = ["Recognizer", "load_model", "Event", "UtteranceEvent", "StatusEvent", "WarningEvent"]

@@ -25,19 +25,52 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any, Literal, Mapping, Sequence, TypedDict
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 
 STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
 
 
+class UtteranceEvent(TypedDict):
+    """One labelled utterance (the module docstring says what each field means)."""
+
+    type: Literal["utterance"]
+    index: int
+    start: float
+    end: float
+    speaker: int
+    text: str
+    emotion: str
+    probs: dict[str, float]
+    latency_ms: dict[str, float]
+    modalities: list[str]
+
+
+class StatusEvent(TypedDict, total=False):
+    """Session start / end; further fields (model, backend, sources, counts, reason) vary."""
+
+    type: Literal["status"]
+    state: str
+    time: float
+
+
+class WarningEvent(TypedDict, total=False):
+    """Something was skipped or stopped working and the session went on; may carry ``source``..."""
+
+    type: Literal["warning"]
+    message: str
+
+
+Event = UtteranceEvent | StatusEvent | WarningEvent
+
+
 def utterance_event(index: int, start: float, end: float, speaker: int, text: str, labels: Sequence[str],
-                    probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = ()) -> dict[str, Any]:
+                    probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = ()) -> UtteranceEvent:
     """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape[0] != len(labels):
@@ -56,11 +89,11 @@ def utterance_event(index: int, start: float, end: float, speaker: int, text: st
     }
 
 
-def status_event(state: str, **fields: Any) -> dict[str, Any]:
+def status_event(state: str, **fields: Any) -> StatusEvent:
     return {"type": "status", "state": state, "time": round(time.time(), 3), **fields}
 
 
-def warning_event(message: str, **fields: Any) -> dict[str, Any]:
+def warning_event(message: str, **fields: Any) -> WarningEvent:
     return {"type": "warning", "message": message, **fields}
 
 

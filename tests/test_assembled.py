@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from train.errors import InputError
+from train.common import InputError
 from train.features import assembled
 from train.features.assembled import MPNET, PartedEncoder, assemble, destination, model_path, slice_paths
 
@@ -96,7 +96,7 @@ def test_model_path_says_what_to_run(tmp_path, monkeypatch):
 
 
 def test_cli_reports_a_missing_part_in_one_line(parts, monkeypatch, capsys):
-    from train.errors import run_cli
+    from train.common import run_cli
     from train.setup_encoders import main
 
     spec, _, root = parts

@@ -12,7 +12,7 @@ import pytest
 
 from tests import synthetic_pickles as sp
 from train.data import IEMOCAP_LABELS, MELD_LABELS, MELD_SENTIMENTS, load_corpus, summarize
-from train.errors import InputError
+from train.common import InputError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IEMOCAP_PKL = DATA / "iemocap" / "iemocap_trainval.pkl"

@@ -8,7 +8,7 @@ import torch
 from train.batch import collate
 from train.config import config_from_dict
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.graph import window_size
 from train.model import ARIIGCN, ModelOutput
 from train.objective import Objective
@@ -315,14 +315,14 @@ def test_window_newest_utterance_bidirectional():
 @pytest.mark.parametrize("n_mod,use_graph", [(1, True), (3, True), (3, False)])
 def test_dense_formulation_matches_pyg(n_mod, use_graph):
     """The documented dense math (what export uses) equals the PyG RGCN model."""
-    from train.model.rgcn import dense_adjacency
+    from train.model.rgcn import row_normalised_adjacency
 
     model, batch, cfg, _ = model_and_batch(n_mod, graph={"future": 1}, model={"use_graph": use_graph})
     model.eval()
     present = batch.present.clone()
     present[::4, -1] = False
     batch.present = present
-    adj = dense_adjacency(batch.edge_index, batch.edge_type, batch.num_nodes, model.num_relations)
+    adj = row_normalised_adjacency(batch.edge_index, batch.edge_type, batch.num_nodes, model.num_relations)
     assert adj.shape == (model.num_relations, batch.num_nodes, batch.num_nodes)
     with torch.no_grad():
         assert torch.allclose(model.forward_dense(batch.features, batch.present, adj), model(batch).logits, atol=1e-5)

@@ -10,7 +10,7 @@ import torch
 from tests.test_model import C, DIMS, make_cfg, make_dialogue, slice_dialogue
 from tests.train_fixtures import tiny_config, write_config, write_dialoguernn_iemocap
 from train.batch import collate
-from train.errors import InputError
+from train.common import InputError
 from train.graph import window_size
 from train.model import ARIIGCN, SeedEnsemble, build_model
 from train.model.rgcn import dense_adjacency
@@ -120,7 +120,7 @@ def test_trained_ensemble_directory_reproduces_its_validation_figures(tmp_path):
 
 def test_ensemble_needs_as_many_seeds(tmp_path, capsys):
     from train.__main__ import main
-    from train.errors import run_cli
+    from train.common import run_cli
 
     data = write_dialoguernn_iemocap(tmp_path / "d.pkl", n_train=8, n_test=2)
     cfg = write_config(tmp_path / "c.yaml", tiny_config(model={"ensemble": 3}, train={"seeds": [0, 1]}))

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("train.ablate")
 
@@ -55,12 +55,13 @@ def logreg_scores(data, seed: int):
     """Context-free baseline: one logistic regression over each utterance's own features."""
     from sklearn.linear_model import LogisticRegression
 
+    from train.graph import present_rows
     from train.metrics import score
 
     def xy(dialogues):
         x = np.concatenate([np.concatenate([d.features[m] for m in data.dims], axis=1) for d in dialogues])
         y = np.concatenate([d.labels for d in dialogues])
-        keep = (y >= 0) & np.isfinite(x).all(axis=1)
+        keep = (y >= 0) & present_rows(x)
         return x[keep], y[keep]
 
     xt, yt = xy(data.train)
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    from train.__main__ import load_config_with_overrides
+    from train.config import load_config_with_overrides
     from train.trainer import prepare_data
 
     cfg = load_config_with_overrides(args.config, args.overrides)
@@ -144,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(rows, title)
     print(table)
     if args.out:
-        from train.model_dir import atomic_write_text
+        from train.common import write_text_atomic
 
-        atomic_write_text(Path(args.out), table + "\n")
+        write_text_atomic(Path(args.out), table + "\n")
     if args.json_out:
         from train.model_dir import write_json
 

@@ -9,11 +9,11 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 
-from train.errors import InputError
+from train.common import InputError
 
 MODALITIES = ("text", "audio", "visual")
 
@@ -211,3 +211,41 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 def load_config(path: str | Path) -> Config:
     """Load a YAML config; errors name the file and the offending key."""
     return config_from_dict(read_yaml(path), source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# --set KEY=VALUE overrides (the training commands' option)
+
+
+def parse_override(text: str):
+    """``train.lr=0.0005`` -> (["train", "lr"], 0.0005); the value is parsed as YAML."""
+    if "=" not in text:
+        raise InputError(f"--set expects KEY=VALUE (e.g. train.lr=0.0005), got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise InputError(f"--set {key}: value {value!r} is not valid YAML") from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise InputError(f"--set {'.'.join(keys)}: {k!r} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config_with_overrides(path: str, overrides: Sequence[str] = ()):
+    """The YAML config at ``path`` with ``--set`` overrides applied, checked like any config."""
+    cfg = load_config(path)  # checks the file itself first, so its own errors name it
+    if not overrides:
+        return cfg
+    raw = apply_overrides(cfg.to_dict(), overrides)
+    return config_from_dict(raw, source=f"{path} with --set {' '.join(overrides)}")

@@ -1,10 +1,12 @@
 """``python -m train.evaluate --model NAME_OR_DIR --data PATH --split test|valid [--json] [--predictions FILE.jsonl]``
 
-Scores a trained model (a model directory or a shipped name such as ``iemocap``) on one split
-of a corpus file: accuracy, weighted F1, per-class F1, the number of labelled utterances and
-the accuracy on emotion shifts (gold label differs from the same speaker's previous one) and on
-the rest, in percent. ``--predictions`` writes one JSON line per utterance (dialogue, index,
-speaker, label, prediction, probs). The work is in :mod:`train.evaluation`.
+Scores a trained model (a model directory, or a name in the model search path, see
+:mod:`train.model_dir`) on one split of a corpus file: accuracy, weighted F1, per-class F1, the
+number of labelled utterances and the accuracy on emotion shifts (gold label differs from the
+same speaker's previous one) and on the rest, in percent. ``--predictions`` writes one JSON line
+per utterance (dialogue, index, speaker, label, prediction, probs). This command runs the torch
+backend; ``python -m export.evaluate`` is the same command with the exported backends (onnx,
+onnx-int8, trt...) as well. The work is in :mod:`train.evaluation`.
 """
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from train.errors import run_cli
-from train.evaluation import check_output_path, evaluate_split, write_predictions
+from train.common import run_cli
+from train.evaluation import check_output_path, evaluate, evaluate_split, write_predictions  # noqa: F401 (evaluate: the library entry)
+
+if TYPE_CHECKING:
+    from train.backends import BackendTable
 
 log = logging.getLogger("train.evaluate")
 
@@ -33,12 +38,17 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description="Score a trained model on one split.")
-    p.add_argument("--model", required=True, help="model directory or shipped model name (iemocap, meld)")
+def main(argv: Sequence[str] | None = None, *, backends: "BackendTable | None" = None,
+         prog: str = "python -m train.evaluate") -> int:
+    """The command; ``backends``: the table ``--backend`` chooses from (default: train's, torch)."""
+    from train.backends import BACKENDS, load_backend
+
+    backends = BACKENDS if backends is None else backends
+    p = argparse.ArgumentParser(prog=prog, description="Score a trained model on one split.")
+    p.add_argument("--model", required=True, help="model directory, or model name in the model search path ($ARIIGCN_MODEL_PATH)")
     p.add_argument("--data", required=True, help="corpus file (any supported layout)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test")
-    p.add_argument("--backend", default="torch", help="torch (default); onnx, onnx-int8, trt when exported")
+    p.add_argument("--backend", default="torch", help=f"inference backend: {', '.join(backends)} (default torch)")
     p.add_argument("--device", help="torch backend device (default: cuda when available)")
     p.add_argument("--cache-dir", help="feature cache directory (default: the model config's data.cache_dir)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -50,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for out in (args.predictions, args.confusion):
         if out:
             check_output_path(out)  # before the (slow) scoring
-    result = evaluate_split(args.model, args.data, args.split, args.backend, args.cache_dir, args.device)
+    backend = load_backend(args.model, args.backend, backends=backends, **({"device": args.device} if args.device else {}))
+    result = evaluate_split(args.model, args.data, args.split, backend, args.cache_dir)
     report = result.report
     if args.predictions:
         rows = result.prediction_rows()

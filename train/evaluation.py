@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError, atomic_file
+
+if TYPE_CHECKING:
+    from train.backends import Backend
 
 
 def attach_model_features(corpus, manifest, cache_dir: str):
@@ -84,27 +85,23 @@ def check_output_path(path: str | Path) -> Path:
 def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     """Write ``rows`` as JSON lines to ``path`` (via a temp file + rename: never half-written)."""
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
-def evaluate_split(model: str, data: str, split: str, backend: str = "torch", cache_dir: str | None = None,
+def evaluate_split(model: str, data: str, split: str, backend: "str | Backend" = "torch", cache_dir: str | None = None,
                    device: str | None = None) -> Evaluation:
-    """Score ``model`` on ``split`` of ``data``: the report and the per-utterance probabilities."""
+    """Score ``model`` on ``split`` of ``data``: the report and the per-utterance probabilities.
+
+    ``backend``: a loaded backend of ``model`` (any :class:`train.backends.Backend`, e.g. from
+    :func:`export.backends.load_backend`), or the name of one of train's own (``torch``).
+    """
     from train.backends import check_features, load_backend
     from train.data import load_corpus
     from train.metrics import dialogue_shifts, score
 
-    options = {"device": device} if device else {}
-    be = load_backend(model, backend, **options)
+    be = load_backend(model, backend, **({"device": device} if device else {})) if isinstance(backend, str) else backend
     manifest = be.manifest
     corpus = load_corpus(data)
     dialogues = corpus.split(split)
@@ -128,12 +125,12 @@ def evaluate_split(model: str, data: str, split: str, backend: str = "torch", ca
     y_true = np.concatenate([d.labels for d in dialogues])
     y_pred = np.concatenate([p.argmax(axis=1) for p in probs])
     report = score(y_true, y_pred, manifest.labels, shift=dialogue_shifts(dialogues)).to_dict()
-    report.update({"model": str(model), "model_name": manifest.name, "backend": backend, "data": str(data),
+    report.update({"model": str(model), "model_name": manifest.name, "backend": be.name, "data": str(data),
                    "split": split, "dialogues": len(dialogues)})
     return Evaluation(report, list(dialogues), [np.asarray(p) for p in probs], list(manifest.labels))
 
 
-def evaluate(model: str, data: str, split: str, backend: str = "torch", cache_dir: str | None = None,
+def evaluate(model: str, data: str, split: str, backend: "str | Backend" = "torch", cache_dir: str | None = None,
              device: str | None = None) -> dict[str, Any]:
     """Score ``model`` on ``split`` of ``data``; returns the JSON report (percent figures)."""
     return evaluate_split(model, data, split, backend, cache_dir, device).report

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from train.encoder_tuning import finetune
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 from train.finetune_config import load_encoder_config
 
 

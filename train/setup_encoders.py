@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from train.errors import run_cli
+from train.common import run_cli
 from train.features.assembled import ENCODERS, assemble
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from train.data.corpus import Dialogue
 from train.data.text import fix_text
-from train.errors import InputError
+from train.common import InputError
 
 VALID_FRACTION = 0.1  # the field's convention: first 10% of train dialogues become validation
 

@@ -7,15 +7,12 @@ a temporary folder and renamed into place, so an interrupted write leaves the pr
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from train.encoder_tuning.model import ContextEncoder
-from train.errors import InputError
+from train.common import InputError, atomic_dir
 from train.finetune_config import EncoderConfig
 
 CHECKPOINT_DIR = "checkpoint"
@@ -40,50 +37,14 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_dir(final: Path):
-    """A fresh temporary directory beside ``final``; :func:`_commit_dir` moves it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-
-def _commit_dir(tmp: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def save_checkpoint(out: Path, model: ContextEncoder, optimizer, scheduler, progress: Progress, cfg: EncoderConfig) -> None:
     import torch
     from safetensors.torch import save_file
 
-    final = out / CHECKPOINT_DIR
-    tmp = _atomic_dir(final)
-    try:
+    with atomic_dir(out / CHECKPOINT_DIR) as tmp:
         save_file({k: v.detach().contiguous() for k, v in model.trainable().items()}, str(tmp / TRAINABLE_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / OPTIM_FILE)
         (tmp / STATE_FILE).write_text(json.dumps({"progress": progress.__dict__, "config": cfg.to_dict()}, indent=1), encoding="utf-8")
-        _commit_dir(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from train.encoder_tuning.checkpoint import CHECKPOINT_DIR, Progress, write_text_atomic
+from train.common import move_into_place, write_text_atomic
+from train.encoder_tuning.checkpoint import CHECKPOINT_DIR, Progress
 from train.encoder_tuning.model import BASE_MODEL, HEAD_FILE
 from train.features.text_context import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ENCODER_FORMAT, ENCODER_JSON
 from train.finetune_config import EncoderConfig
@@ -29,7 +29,7 @@ def finalize(out: Path, cfg: EncoderConfig, corpus, state: Progress, names: list
 
     best = out / BEST_DIR
     for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_FILE):
-        os.replace(best / f, out / f)
+        move_into_place(best / f, out / f)
     scores = json.loads((best / "scores.json").read_text(encoding="utf-8"))
     selection = {"split": "valid", "epoch": state.best_epoch, "accuracy": round(scores["accuracy"], 2),
                  "weighted_f1": round(scores["weighted_f1"], 2), "macro_f1": round(scores["macro_f1"], 2), "n": scores["n"]}

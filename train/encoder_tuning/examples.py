@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 from train.features.text_context import ContextFormat, format_dialogue
 
 

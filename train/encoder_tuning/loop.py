@@ -19,7 +19,7 @@ from train.encoder_tuning.checkpoint import CHECKPOINT_DIR, Progress, load_check
 from train.encoder_tuning.directory import BEST_DIR, finalize
 from train.encoder_tuning.examples import build_examples, epoch_batches
 from train.encoder_tuning.model import BottomCache, ContextEncoder
-from train.errors import InputError
+from train.common import InputError
 from train.features.text_context import ENCODER_JSON
 from train.finetune_config import EncoderConfig
 

