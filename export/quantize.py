@@ -218,7 +218,7 @@ def quantize_blockwise_int8(fp32_path: str | Path, out_path: str | Path, *, bloc
     except ImportError as e:  # onnxruntime's quantizer imports onnx_ir
         raise InputError(f"blockwise INT8 needs {e.name}: pip install 'ariigcn[export]'") from None
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="blockq-") as tmpdir, atomic_path(out_path) as tmp:
+    with tempfile.TemporaryDirectory(prefix="blockq-") as tmpdir, atomic_file(out_path) as tmp:
         tables = Path(tmpdir) / "tables.onnx"
         quantize_dynamic(str(fp32_path), str(tables), op_types_to_quantize=["Gather"], per_channel=False, weight_type=QuantType.QInt8)
         cfg = nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4, bits=8)

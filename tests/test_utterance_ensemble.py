@@ -13,7 +13,7 @@ from train.batch import collate
 from train.common import InputError
 from train.graph import window_size
 from train.model import ARIIGCN, SeedEnsemble, build_model
-from train.model.rgcn import dense_adjacency
+from train.model.rgcn import row_normalised_adjacency as dense_adjacency
 
 OPTIONS = {"gate": {"gate": True}, "own": {"own_logits": True, "own_weight": 0.5}, "both": {"gate": True, "own_logits": True}}
 
