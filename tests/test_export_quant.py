@@ -127,4 +127,4 @@ def test_blockwise_int8_survives_outlier_activations(tmp_path):
     for name, q in (("blk", blk), ("dyn", dyn)):
         ref = _run(fp32, x)[1:]
         rel[name] = float(np.abs(_run(q, x)[1:] - ref).max() / np.abs(ref).max())
-    assert rel["blk"] < 0.05 and rel["dyn"] > 1.0, rel
+    assert rel["blk"] < 0.05 and rel["dyn"] > 10 * rel["blk"], rel
