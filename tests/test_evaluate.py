@@ -179,8 +179,8 @@ def test_model_names_resolve_only_through_a_search_path(tmp_path):
     assert res.returncode == 0 and Path(res.stdout.strip()).resolve() == (SHIPPED / "iemocap").resolve(), res.stderr
 
 
-@pytest.mark.parametrize("name,labels,ext", [("iemocap", IEMOCAP_LABELS, "minilm"), ("meld", MELD_LABELS, "minilm-ctx-meld")])
-def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext):
+@pytest.mark.parametrize("name,labels,ext,dim", [("iemocap", IEMOCAP_LABELS, "mpnet", 768), ("meld", MELD_LABELS, "minilm-ctx-meld", 384)])
+def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext, dim):
     code = (
         "import sys, json\n"
         "from train.model_dir import resolve_model_dir, read_manifest, read_metrics\n"
@@ -194,7 +194,7 @@ def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext):
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert info["labels"] == labels
-    assert info["causal"] and info["ext"] == ext and info["dim"] == 384
+    assert info["causal"] and info["ext"] == ext and info["dim"] == dim
     assert info["torch"] is False
     assert info["metrics"]
     assert Path(info["dir"]).resolve() == (ROOT / "runtime" / "models" / name).resolve()
