@@ -313,6 +313,7 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
 def utterance_inputs(dialogue, past: int = MAX_CONTEXT_TURNS) -> list:
     """Text extractor inputs for every utterance of ``dialogue``: transcript, speaker and the
     ``past`` previous turns as ``context``, as the live runtime passes them."""
+    from train.features.base import UtteranceInput
 
     texts = dialogue.texts or [None] * len(dialogue)
     return [UtteranceInput(text=t, speaker=dialogue.speakers[i],
