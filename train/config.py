@@ -60,11 +60,21 @@ class ModelConfig:
 @dataclass
 class AdversarialConfig:
     enabled: bool = True
-    # "grl": joint training, gradient reversal between generators and discriminators.
-    # "alternating": discriminator step, then generator step, each with its own optimizer.
-    schedule: Literal["grl", "alternating"] = "grl"
+    # "paper": the paper's objective, joint: discriminators learn on detached features, each
+    #   modality's generator learns to make the OTHER modalities' discriminators accept its features.
+    # "alternating": the same objective, discriminator step then generator step (two optimizers).
+    # "grl": symmetric domain confusion by gradient reversal of the whole discriminator loss.
+    schedule: Literal["paper", "alternating", "grl"] = "paper"
     weight: float = 0.1
     grl_lambda: float = 1.0
+    # R1 gradient penalty on the discriminators' real inputs (paper, alternating); 0 = off.
+    r1: float = 1.0
+    # The discriminators' learning rate is train.lr times this: they must keep up with the
+    # generators for the game to settle (paper, alternating).
+    d_lr_scale: float = 10.0
+    # Generator form: "relu" (ReLU(W h + b), what the shipped text models were trained with) or
+    # "affine" (W h + b: a unit off for all of one modality's inputs could never be turned back on).
+    generator: Literal["relu", "affine"] = "relu"
 
 
 @dataclass
@@ -123,8 +133,12 @@ class Config:
             raise InputError(f"data.modalities repeats a modality: {mods}", path=source)
         if self.graph.past < 0 or self.graph.future < 0:
             raise InputError("graph.past and graph.future must be >= 0", path=source)
-        if self.adversarial.schedule not in ("grl", "alternating"):
-            raise InputError(f"adversarial.schedule must be 'grl' or 'alternating', not {self.adversarial.schedule!r}", path=source)
+        if self.adversarial.schedule not in ("paper", "alternating", "grl"):
+            raise InputError(f"adversarial.schedule must be 'paper', 'alternating' or 'grl', not {self.adversarial.schedule!r}", path=source)
+        if self.adversarial.d_lr_scale <= 0:
+            raise InputError(f"adversarial.d_lr_scale must be > 0, got {self.adversarial.d_lr_scale}", path=source)
+        if self.adversarial.r1 < 0:
+            raise InputError(f"adversarial.r1 must be >= 0, got {self.adversarial.r1}", path=source)
         if self.contrastive.temperature <= 0:
             raise InputError("contrastive.temperature must be > 0", path=source)
         if self.model.ensemble < 1:
