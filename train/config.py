@@ -54,6 +54,9 @@ class ModelConfig:
     # projection. Per utterance (no batch statistics), so causal/window results stay exact; it
     # rescales small-norm inputs (unit-length sentence embeddings) that otherwise train slowly.
     input_norm: bool = True
+    # Seed ensemble: K > 1 ships the K seeds' models with their probabilities averaged
+    # (train.model.ensemble); training runs one seed per member (train.seeds, K of them).
+    ensemble: int = 1
 
 
 @dataclass
@@ -86,6 +89,16 @@ class ContrastiveConfig:
 
 
 @dataclass
+class UtteranceConfig:
+    """How the model weighs the utterance itself against its context (train.model.utterance)."""
+
+    gate: bool = False  # learned gate between the utterance's own state and its graph state
+    own_logits: bool = False  # a context-free head whose logits are added to the classifier's
+    own_weight: float = 0.0  # weight of that head's own cross-entropy (needs own_logits)
+    shift_weight: float = 1.0  # cross-entropy weight of training utterances that are emotion shifts
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 60
     lr: float = 1e-3
@@ -105,6 +118,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +143,13 @@ class Config:
             raise InputError(f"adversarial.r1 must be >= 0, got {self.adversarial.r1}", path=source)
         if self.contrastive.temperature <= 0:
             raise InputError("contrastive.temperature must be > 0", path=source)
+        if self.model.ensemble < 1:
+            raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
+        u = self.utterance
+        if u.own_weight < 0 or u.shift_weight <= 0:
+            raise InputError("utterance.own_weight must be >= 0 and utterance.shift_weight > 0", path=source)
+        if u.own_weight > 0 and not u.own_logits:
+            raise InputError("utterance.own_weight > 0 needs utterance.own_logits: true", path=source)
 
 
 def _build(cls: type, raw: Any, where: str, source: str):

@@ -281,7 +281,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from train.model import ARIIGCN
+    from train.model import build_model
 
     directory = resolve_model_dir(path)
     manifest = read_manifest(directory)
@@ -289,7 +289,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     if list(cfg.data.modalities) != manifest.modalities:
         raise InputError(f"config modalities {cfg.data.modalities} differ from manifest dims "
                          f"{manifest.modalities}", path=str(directory))
-    model = ARIIGCN(cfg, manifest.dims, len(manifest.labels))
+    model = build_model(cfg, manifest.dims, len(manifest.labels))
     file = directory / WEIGHTS_FILE
     try:
         state = load_file(str(file), device="cpu")
