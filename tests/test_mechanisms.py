@@ -12,9 +12,12 @@ carries one coarse cue of the label.
   pairs must be larger with it on;
 * intra-modal contrastive: the same, within one modality.
 
-Four small trainings (full, and each part off); the settings are the multimodal config's
-(configs/iemocap-multimodal.yaml) at a smaller size, with the intra-modal weight raised to 2 (at
-the config's weight its effect on this small corpus is within what cross-entropy alone does).
+Four small trainings (full, and each part off), 20 epochs each; the settings are the multimodal
+config's (configs/iemocap-multimodal.yaml) at a smaller size, with two weights raised so that each
+part shows within those 20 epochs: the intra-modal weight to 2 (at the config's 0.1 its effect on
+this small corpus is within what cross-entropy alone does) and the adversarial weight to 20 (at
+the config's 5 the probe read 90.3% vs 100% after 20 epochs: the game needs more steps than this
+test affords; at 20, 70.4% vs 100%).
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def config(**sections):
            "graph": {"past": 2, "future": 0},
            "model": {"hidden": 32, "classifier_hidden": 32, "gcn_layers": 1, "dropout": 0.0,
                      "input_standardise": True},
-           "adversarial": {"weight": 5.0, "generator": "affine"},
+           "adversarial": {"weight": 20.0, "generator": "affine"},
            "contrastive": {"intra_weight": 2.0, "inter_weight": 0.5},
            "train": {"lr": 3e-3, "weight_decay": 0.0}}
     for k, v in sections.items():

@@ -372,3 +372,28 @@ def test_label_out_of_range_is_a_clear_error():
     batch.labels[0] = C
     with pytest.raises(InputError, match=f"label id {C} but the model has {C} classes"):
         model.losses(model(batch), batch)
+
+
+def test_input_standardise_uses_present_training_rows_and_is_fixed_at_inference():
+    """model.input_standardise: training statistics come from present rows only (absent rows, whatever
+    they hold, change nothing); in eval mode one utterance's output does not depend on the others."""
+    from train.model.projection import ModalityProjection
+
+    torch.manual_seed(0)
+    proj = ModalityProjection(5, 8, input_norm=False, standardise=True)
+    scale = torch.tensor([1e-2, 1.0, 10.0, 1e2, 1e4])  # well above sqrt(eps) = 3e-3, the floor of BatchNorm1d
+    x = torch.randn(64, 5) * scale + 3.0
+    present = torch.ones(64, dtype=torch.bool)
+    present[::4] = False
+    junk = x.clone()
+    junk[~present] = 1e6
+    proj.train()
+    proj(junk, present)
+    mean, var = proj.standardise.running_mean.clone(), proj.standardise.running_var.clone()
+    assert torch.allclose(mean, x[present].mean(0), rtol=1e-4)
+    assert torch.allclose(var, x[present].var(0), rtol=1e-3)
+    proj.eval()
+    one = proj(x[:1])
+    assert torch.allclose(one, proj(x)[:1], atol=1e-6)
+    standardised = (x - mean) / torch.sqrt(var + proj.standardise.eps)
+    assert standardised.std(0).min() > 0.5 and standardised.std(0).max() < 2.0  # every feature on one scale

@@ -116,6 +116,43 @@ def test_early_stopping_stops_when_validation_stalls(pickle_path):
     assert len(run.history) == 3
 
 
+
+def test_select_from_never_keeps_a_warm_up_epoch(pickle_path):
+    """lr 0 keeps validation wF1 flat: without a warm-up epoch 1 is kept; with select_from 4 the
+    first 3 epochs are never selected and patience 2 counts from epoch 4 (stop at epoch 6)."""
+    from train.config import config_from_dict
+    from train.trainer import prepare_data, train_seed
+
+    cfg = config_from_dict(tiny_config(train={"epochs": 20, "patience": 2, "lr": 0.0, "select_from": 4}))
+    run = train_seed(cfg, prepare_data(cfg, str(pickle_path)), seed=0, progress=False)
+    assert run.best_epoch == 4
+    assert run.epochs_run == 6
+
+
+def test_modality_dropout_drops_one_present_modality_never_the_last():
+    from train.batch import drop_modalities
+    from train.data.corpus import Dialogue
+    from train.graph import present_rows
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    feats = {m: rng.normal(size=(n, 3)).astype(np.float32) for m in ("text", "audio", "visual")}
+    feats["visual"][:500] = np.nan  # these utterances have two modalities
+    feats["audio"][:100] = np.nan  # these have text only
+    d = Dialogue(id="d", split="train", speakers=["A"] * n, labels=np.zeros(n, np.int64), features=feats)
+    (out,) = drop_modalities([d], ["text", "audio", "visual"], 0.3, np.random.default_rng(1))
+    before = np.stack([present_rows(feats[m]) for m in ("text", "audio", "visual")], 1)
+    after = np.stack([present_rows(out.features[m]) for m in ("text", "audio", "visual")], 1)
+    lost = before.sum(1) - after.sum(1)
+    assert set(np.unique(lost)) == {0, 1}, "at most one modality is lost"
+    assert not (after & ~before).any(), "nothing comes back"
+    assert after[:100].sum(1).min() == 1, "an utterance's last modality is kept"
+    assert 0.25 < lost[100:].mean() < 0.35, f"about 30% lose one, got {lost[100:].mean():.2f}"
+    assert np.bincount(np.argmax((before & ~after)[500:], 1)[lost[500:] == 1], minlength=3).min() > 100, \
+        "every modality is dropped"
+    assert np.array_equal(out.features["text"][after[:, 0]], feats["text"][after[:, 0]]), "kept rows unchanged"
+    assert drop_modalities([d], ["text", "audio", "visual"], 0.0, rng)[0] is d
+
 def test_seeds_are_reproducible(pickle_path):
     from train.config import config_from_dict
     from train.trainer import prepare_data, train_seed

@@ -16,6 +16,7 @@ Missing modalities
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Sequence
 
@@ -141,3 +142,35 @@ def collate(dialogues: Sequence[Dialogue], modalities: Sequence[str], graph_cfg:
         modalities=modalities,
         dialogue_ids=[str(d.id) for d in dialogues],
     )
+
+
+def drop_modalities(dialogues: Sequence[Dialogue], modalities: Sequence[str], p: float,
+                    rng: np.random.Generator) -> list[Dialogue]:
+    """Modality dropout (``train.modality_dropout``): copies of ``dialogues`` in which each
+    utterance, with probability ``p``, loses one of its present ``modalities``, chosen uniformly;
+    an utterance with only one present modality keeps it. A lost row becomes NaN, which
+    :func:`collate` reads as missing (masked, no edges). ``p == 0`` returns the dialogues unchanged.
+    """
+    if p <= 0.0 or len(modalities) < 2:
+        return list(dialogues)
+    out = []
+    for d in dialogues:
+        feats = {m: np.asarray(d.features[m]) for m in modalities}
+        present = np.stack([present_rows(feats[m]) for m in modalities], axis=1)  # (n, M)
+        lose = (rng.random(len(d)) < p) & (present.sum(1) >= 2)
+        if not lose.any():
+            out.append(d)
+            continue
+        # a uniform choice among each utterance's present modalities
+        score = np.where(present, rng.random(present.shape), -1.0)
+        which = score.argmax(1)
+        new = dict(d.features)
+        for k, m in enumerate(modalities):
+            rows = lose & (which == k)
+            if rows.any():
+                x = feats[m].astype(np.float32, copy=True)
+                x[rows] = np.nan
+                new[m] = x
+        out.append(dataclasses.replace(d, features=new))
+    return out
+

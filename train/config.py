@@ -113,6 +113,14 @@ class TrainConfig:
     class_weights: bool = False
     seeds: list[int] = field(default_factory=lambda: [0])
     grad_clip: float = 5.0
+    # First epoch that model selection may keep: earlier epochs are trained and logged but never
+    # selected, and patience starts counting here. For parts that need epochs to settle (the
+    # adversarial game) while validation wF1 saturates early; see configs/iemocap-multimodal.yaml.
+    select_from: int = 1
+    # Modality dropout: each training utterance, with this probability, loses one of its present
+    # modalities (chosen uniformly; never its last one) for that step, so the model learns to
+    # label utterances that miss a modality at test time (train.batch.drop_modalities).
+    modality_dropout: float = 0.0
 
 
 @dataclass
@@ -148,6 +156,11 @@ class Config:
             raise InputError(f"adversarial.r1 must be >= 0, got {self.adversarial.r1}", path=source)
         if self.contrastive.temperature <= 0:
             raise InputError("contrastive.temperature must be > 0", path=source)
+        t = self.train
+        if t.select_from < 1 or t.select_from > t.epochs:
+            raise InputError(f"train.select_from must be in [1, train.epochs={t.epochs}], got {t.select_from}", path=source)
+        if not 0.0 <= t.modality_dropout < 1.0:
+            raise InputError(f"train.modality_dropout must be in [0, 1), got {t.modality_dropout}", path=source)
         if self.model.ensemble < 1:
             raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
         u = self.utterance

@@ -60,10 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (what, _, _) in _KNOBS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
                        help=f"{what} (default: the preset's; benchmark {getattr(base, name)})")
+    p.add_argument("--n-train", type=int, default=base.n_train,
+                   help=f"training dialogues (the loaders carve validation from their first 10%%; default {base.n_train})")
+    p.add_argument("--n-test", type=int, default=base.n_test, help=f"test dialogues (default {base.n_test})")
     p.add_argument("--check", action="store_true", help="also print context-free logistic regression on validation")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = {"seed": args.seed}
+    for flag, value, low in (("--n-train", args.n_train, 10), ("--n-test", args.n_test, 1)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
+    overrides = {"seed": args.seed, "n_train": args.n_train, "n_test": args.n_test}
     for name, (_, lo, hi) in _KNOBS.items():
         value = getattr(args, name)
         if value is None:

@@ -258,7 +258,7 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
     import torch
     from tqdm.auto import tqdm
 
-    from train.batch import collate
+    from train.batch import collate, drop_modalities
     from train.model import ARIIGCN
     from train.objective import Objective
 
@@ -281,6 +281,7 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
     objective = Objective(net, cfg, class_weights=weights)
 
     best_f1, best_epoch, best_state, best_scores = -1.0, 0, None, None
+    dropout_rng = np.random.default_rng([seed, env.rank])  # modality dropout draws
     history: list[dict[str, float]] = []
     stale = 0
     stopped_early = False
@@ -296,7 +297,9 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
         loss_sum, steps = 0.0, 0
         parts: dict[str, float] = {}
         for i in range(0, len(order), bs):
-            batch = collate([data.train[j] for j in order[i:i + bs]], cfg.data.modalities, cfg.graph).to(env.device)
+            dialogues = drop_modalities([data.train[j] for j in order[i:i + bs]], cfg.data.modalities,
+                                        cfg.train.modality_dropout, dropout_rng)
+            batch = collate(dialogues, cfg.data.modalities, cfg.graph).to(env.device)
             out = objective.step(batch)
             loss_sum += float(out["loss"])
             for k, v in out.items():
@@ -320,7 +323,9 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
         history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "valid_wf1": round(wf1, 3),
                         "valid_acc": round(scores.accuracy, 3), "seconds": round(time.perf_counter() - te, 3),
                         **{f"loss_{k}": round(v / max(1, steps), 5) for k, v in parts.items() if k != "loss"}})
-        if wf1 > best_f1:
+        if epoch < cfg.train.select_from:
+            pass  # warm-up: trained and logged, never selected, no patience spent
+        elif wf1 > best_f1:
             best_f1, best_epoch, best_scores, stale = wf1, epoch, scores, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:

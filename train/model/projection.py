@@ -42,19 +42,19 @@ class ModalityProjection(nn.Module):
     def _standardised(self, x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
         """Training: statistics of the present rows only (absent rows pass through, unused)."""
         if not self.training or present is None:
-            return self._apply(self.standardise, x)
+            return _batch_norm(self.standardise, x)
         out = x.clone()
-        out[present] = self._apply(self.standardise, x[present])
+        out[present] = _batch_norm(self.standardise, x[present])
         return out
-
-    @staticmethod
-    def _apply(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-        """``bn(x)``; a training batch of fewer than two rows (no variance) uses the running statistics."""
-        if bn.training and x.shape[0] < 2:
-            return nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=False, eps=bn.eps)
-        return bn(x)
 
     def forward(self, x: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
         if self.standardise is not None:
             x = self._standardised(x, present)
         return self.net(self.norm(x))
+
+
+def _batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)``; a training batch of fewer than two rows (no variance) uses the running statistics."""
+    if bn.training and x.shape[0] < 2:
+        return nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=False, eps=bn.eps)
+    return bn(x)
