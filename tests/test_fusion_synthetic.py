@@ -20,7 +20,10 @@ against the noise.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 import torch
 
 from train.batch import collate
@@ -113,3 +116,18 @@ def test_separable_benchmark_each_modality_weak_alone_all_three_determine_the_la
     assert absent.sum(1).max() == 1, "an utterance loses at most one modality"
     assert 0.2 < absent.any(1).mean() < 0.4, f"about 30% of test utterances should lose one, got {absent.any(1).mean():.2f}"
     assert not any((~present_rows(d.features[m])).any() for d in train for m in DIMS), "training keeps every modality"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--missing", "1.5"], "--missing must be in [0, 1], got 1.5"),
+    (["--scale-spread", "-1"], "--scale-spread must be >= 0, got -1.0"),
+    (["--n-train", "3"], "--n-train must be >= 10, got 3"),
+])
+def test_make_synthetic_refuses_bad_settings_and_writes_nothing(tmp_path, argv, message):
+    from train.common import InputError
+    from train.make_synthetic import main
+
+    out = tmp_path / "IEMOCAP_features.pkl"
+    with pytest.raises(InputError, match=re.escape(message)):
+        main(["--out", str(out), "--preset", "separable", *argv])
+    assert not out.exists()
