@@ -57,6 +57,9 @@ def apply_crossfit(corpus, modality: str, path: str | Path, identity: ExtractorI
     ``path`` (made for the extractor ``identity``); returns how many rows were replaced."""
     from train.extract import text_keys
 
+    if not Path(path).is_file():
+        raise InputError(f"cross-fitted features not found (data.crossfit.{modality}); python -m train.finetune writes them "
+                         "as crossfit.npz beside the encoder when its config sets train.crossfit_folds", path=str(path))
     ff = FeatureFile.load(path)
     if ff.identity != identity:
         raise InputError(f"cross-fitted features of {ff.identity.name} ({ff.identity.version}), but data.extractors.{modality} gives "
