@@ -396,9 +396,9 @@ def crossfitted(tmp_path_factory):
     kw = dict(corpus=corpus, progress=False, frozen_cache=root / "frozen")
     first = finetune(cfg, root / "enc", part="fold-2", **kw)
     assert not first.finished and not (root / "enc" / "crossfit.npz").exists()
-    finetune(cfg, root / "enc", part="main", **kw)
+    finetune(cfg, root / "enc", part="main", features_cache=root / "features", **kw)
     assert not (root / "enc" / "crossfit.npz").exists()  # fold 1 is still missing
-    last = finetune(cfg, root / "enc", part="fold-1", features_cache=root / "features", **kw)
+    last = finetune(cfg, root / "enc", part="fold-1", **kw)
     assert last.finished and (root / "enc" / "crossfit.npz").is_file()
     return root, cfg, corpus
 

@@ -244,7 +244,8 @@ def finetune(
     ``frozen_cache``: a directory that keeps the frozen layers' outputs for later runs (default:
     ``out/frozen``, removed when the run completes). ``features_cache``: when given, the
     finished encoder's features of the whole corpus are written there as :mod:`train.extract`'s
-    cache file (computed from the cached frozen layers), so a graph model's training finds them.
+    cache file (computed from the cached frozen layers) by the run that finishes the encoder, so a
+    graph model's training finds them.
     ``part``: ``"main"`` (the encoder only) or ``"fold-<i>"`` (one cross-fitting fold only), so
     that separate processes can train them side by side (give them a shared ``frozen_cache``);
     whichever finishes the last part writes ``crossfit.npz``. A part resumes from its own
@@ -299,6 +300,10 @@ def finetune(
             finalize(out, cfg, corpus, state, names, n_trainable, len(train), len(valid), command)
         else:
             log.info("the encoder in %s is finished", out)
+        if features_cache is not None:  # the encoder's features do not wait for the folds
+            del model
+            _write_features(cfg, out, corpus, frozen, train.texts + valid.texts, features_cache, device, progress)
+            model = None
     del model
     folds = fold_of([did for did, _ in train.where], cfg.train.crossfit_folds, cfg.train.seed) if cfg.train.crossfit_folds else {}
     fold = np.asarray([folds[did] for did, _ in train.where], dtype=np.int64) if folds else None
@@ -311,8 +316,6 @@ def finetune(
         if not _write_crossfit(cfg, out, corpus, train, fold, folds):
             return RunResult(out, False, state or _encoder_progress(out), names)
     finished = (out / ENCODER_JSON).is_file() and (not folds or (out / CROSSFIT_FILE).is_file())
-    if finished and features_cache is not None:
-        _write_features(cfg, out, corpus, frozen, train.texts + valid.texts, features_cache, device, progress)
     if finished and frozen_cache is None:
         shutil.rmtree(out / FROZEN_DIR, ignore_errors=True)
     return RunResult(out, finished, state or _encoder_progress(out), names)
