@@ -25,7 +25,7 @@ import numpy as np
 from export import manifest as mf
 from export.graph_inputs import PRESENT, GraphSpec, step_feeds
 from train.common import InputError
-from train.features.base import MAX_CONTEXT_TURNS
+from train.features.base import MAX_CONTEXT_TURNS, UtteranceInput
 from train.graph import ConversationWindow
 
 log = logging.getLogger(__name__)

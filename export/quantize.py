@@ -79,7 +79,8 @@ def _preprocess(src: Path, dst: Path) -> None:
             try:
                 quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
             except Exception as e:  # symbolic inference gives up on some traced graphs; ONNX's own suffices
-                log.info("symbolic shape inference failed (%s); using ONNX shape inference only", e)
+                # Harmless: said only under --debug (setup once printed it 4 times, alarmingly).
+                log.debug("symbolic shape inference does not cover this graph (%s); ONNX shape inference is enough", e)
                 quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
         finally:
             os.chdir(cwd)
