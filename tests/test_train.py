@@ -256,9 +256,11 @@ def test_ablate_json_multimodal(pickle_path, tmp_path, capsys):
 
     cfg = write_config(tmp_path / "mm.yaml", tiny_config(modalities=("text", "audio", "visual"), train={"epochs": 2}))
     assert main(["--config", str(cfg), "--data", str(pickle_path), "--seeds", "0", "1", "--json", "--no-progress",
-                 "--variants", "full", "no_adversarial", "no_intra", "no_inter", "no_graph"]) == 0
+                 "--variants", "full", "no_adversarial", "no_intra", "no_inter", "no_graph", "logreg"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["variants"]) == {"full", "no_adversarial", "no_intra", "no_inter", "no_graph"}
+    assert set(out["variants"]) == {"full", "no_adversarial", "no_intra", "no_inter", "no_graph", "logreg"}
+    logreg = out["variants"].pop("logreg")  # context-free baseline: needs every modality, so no missing rows
+    assert 0 <= logreg["weighted_f1"]["mean"] <= 100 and "missing" not in logreg
     for v in out["variants"].values():
         for key in ("weighted_f1", "accuracy", "modality_probe_accuracy"):
             assert set(v[key]) == {"mean", "std"} and 0 <= v[key]["mean"] <= 100
