@@ -336,7 +336,7 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             stale += 1
-        bar.set_postfix(loss=f"{train_loss:.3f}", val_wF1=f"{wf1:.2f}", best=f"{best_f1:.2f}@{best_epoch}")
+        bar.set_postfix(loss=f"{train_loss:.3f}", val_wF1=f"{wf1:.2f}", best=f"{best_f1:.2f}@{best_epoch}" if best_epoch else "warm-up")
         log.debug("seed %d epoch %d: loss %.4f valid wF1 %.2f acc %.2f", seed, epoch, train_loss, wf1, scores.accuracy)
         if stale >= cfg.train.patience:
             stopped_early = True
