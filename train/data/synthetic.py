@@ -49,7 +49,7 @@ Presets (:data:`PRESETS`)
     perfect, so even fusing all three caps context-free accuracy near 85% (see the README).
     ``separable`` (latent noise 0.5, everything else equal) is the corpus where the modalities
     *together* determine the label while each alone stays weak: context-free logistic regression
-    on validation, seed 0, reads text 32.8%, audio 47.2%, visual 50.6%, all three 99.4%. Seeds,
+    on validation, seed 0, reads text 32.8%, audio 47.2%, visual 50.4%, all three 99.4%. Seeds,
     noise, scale spread, speaker offsets, missing rates and emotion inertia can all be varied
     (``python -m train.make_synthetic --help``) to check that a model does not depend on one draw.
 
