@@ -153,7 +153,8 @@ class FeatureBuilder:
                 item = UtteranceInput(speaker=str(utt.speaker), frames=list(utt.frames) or None)
             row = np.asarray(ex.extract([item]), np.float32).reshape(-1)
             if row.shape[0] != ex.identity.dim:
-                raise RuntimeError(f"{ex.identity.name} returned {row.shape[0]} values, expected {ex.identity.dim}")
+                raise InputError(f"{modality} features are {row.shape[0]}-d but the model expects {ex.identity.dim}-d "
+                                 f"(the {ex.identity.name} extractor returned a row of another width)")
             rows[modality] = row
             ms[modality] = (time.perf_counter() - t0) * 1000
         return rows, ms
