@@ -98,7 +98,7 @@ def load_export_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: 
     used = (corpus.split("train")[: opts.calib] if static else []) + corpus.split("valid")
     src = Path(str(corpus.source))
     subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}-export{src.suffix}")))
-    return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir)
+    return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir, media=cfg.data.media)
 
 
 def _tool_versions() -> dict[str, str]:

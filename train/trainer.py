@@ -169,7 +169,7 @@ def prepare_data(cfg: Config, data_path: str | None = None, corpus: Corpus | Non
         from train.extract import attach_features
 
         log.info("attaching features %s (cache %s)", extractors, cfg.data.cache_dir)
-        corpus = attach_features(corpus, extractors, cfg.data.cache_dir)
+        corpus = attach_features(corpus, extractors, cfg.data.cache_dir, media=cfg.data.media)
     dims = check_modalities(cfg, corpus, source)
     train = corpus.split("train")
     valid = corpus.split("valid")
