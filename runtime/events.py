@@ -18,7 +18,8 @@ Event kinds (one JSON object per line, flushed line by line so a reader sees eac
 Latency stages (``latency_ms``; see :mod:`runtime.recognizer`): ``vad`` (end of speech -> the
 segmenter closes the utterance: the silence it waits for), ``queue`` (waiting for the model
 thread), ``asr``, ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
-``model`` (graph + classifier) and ``total`` (end of speech -> event, as it would be live).
+``model`` (graph + classifier), ``face`` (the face evidence: the frames the face thread had not
+reached yet; with video only) and ``total`` (end of speech -> event, as it would be live).
 """
 from __future__ import annotations
 
