@@ -57,6 +57,10 @@ class ExportOptions:
     window: int | None = None  # default: max(32, gcn_layers*past + 1)
     text: bool = True
     parity: bool = True
+    # Parity on the first N validation conversations only (0 = all). Set-up uses a few: on a fresh
+    # machine the parity check must first compute the validation features with the text encoder
+    # (mpnet: minutes per corpus), and a handful of conversations already catches a broken export.
+    parity_dialogues: int = 0
     opset: int = 17
     data: str | None = None  # corpus for calibration and parity (default: the config's data.path)
     cache_dir: str | None = None  # feature cache (default: the config's data.cache_dir)
@@ -95,9 +99,11 @@ def load_export_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: 
     # Its own cache file (a cache holds exactly one corpus's dialogues: sharing the full corpus's
     # file would shrink it to this subset).
     static = opts.int8 and opts.int8_method == "static"
-    used = (corpus.split("train")[: opts.calib] if static else []) + corpus.split("valid")
+    valid = corpus.split("valid")[: opts.parity_dialogues or None]
+    used = (corpus.split("train")[: opts.calib] if static else []) + valid
     src = Path(str(corpus.source))
-    subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}-export{src.suffix}")))
+    tag = f"-export{opts.parity_dialogues}" if opts.parity_dialogues else "-export"  # one cache file per subset
+    subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}{tag}{src.suffix}")))
     return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir, media=cfg.data.media)
 
 
@@ -299,8 +305,8 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
     names = ["onnx"] + (["onnx-int8"] if opts.int8 else []) + (["onnx-fp16"] if opts.fp16 else [])
     backends = {n: BACKENDS[n](export_dir=out) for n in names}
     if corpus is not None:
-        dialogues = corpus.split("valid")
-        split = "valid"
+        dialogues = corpus.split("valid")  # the subset _corpus kept
+        split = f"valid (first {len(dialogues)} conversations)" if opts.parity_dialogues else "valid"
     else:
         dialogues, split = synthetic_dialogues(spec, manifest.labels), "synthetic"
     result: dict[str, Any] = {"split": split, "graph": graph_parity(net, cfg, dialogues, backends, manifest.labels)}
