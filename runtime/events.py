@@ -5,7 +5,11 @@ Event kinds (one JSON object per line, flushed line by line so a reader sees eac
 * ``{"type": "utterance", "index", "start", "end", "speaker", "text", "emotion", "probs",
   "latency_ms": {stage: ms}}`` -- one per labelled utterance. ``start``/``end``: seconds on the
   session's audio clock; ``speaker``: integer id in order of first appearance; ``probs``: label
-  -> probability; ``modalities``: which modalities the model saw for it.
+  -> probability; ``modalities``: which modalities the model saw for it; ``face``: the
+  facial-expression model's own output for the utterance, ``{"probs": {expression: p},
+  "frames": n}`` (fer's 7 class probabilities averaged over the utterance's frames that had a
+  face, and how many did; :mod:`runtime.face`), ``null`` without video or without a face. It is
+  evidence shown beside the label, not the label: ``emotion`` comes from the emotion model.
 * ``{"type": "status", "state": "started"|"stopped", ...}`` -- session start (model, backend,
   sources) and end (counts, why it ended).
 * ``{"type": "warning", "message", ...}`` -- something stopped working or was skipped (no face,
@@ -14,7 +18,8 @@ Event kinds (one JSON object per line, flushed line by line so a reader sees eac
 Latency stages (``latency_ms``; see :mod:`runtime.recognizer`): ``vad`` (end of speech -> the
 segmenter closes the utterance: the silence it waits for), ``queue`` (waiting for the model
 thread), ``asr``, ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
-``model`` (graph + classifier) and ``total`` (end of speech -> event, as it would be live).
+``model`` (graph + classifier), ``face`` (the face evidence: the frames the face thread had not
+reached yet; with video only) and ``total`` (end of speech -> event, as it would be live).
 """
 from __future__ import annotations
 
@@ -36,6 +41,14 @@ log = logging.getLogger(__name__)
 STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
 
 
+class FaceEvidence(TypedDict):
+    """The face model's own reading of an utterance: fer's expression probabilities (angry,
+    disgust, fear, happy, sad, surprise, neutral) averaged over ``frames`` frames with a face."""
+
+    probs: dict[str, float]
+    frames: int
+
+
 class UtteranceEvent(TypedDict):
     """One labelled utterance (the module docstring says what each field means)."""
 
@@ -49,6 +62,7 @@ class UtteranceEvent(TypedDict):
     probs: dict[str, float]
     latency_ms: dict[str, float]
     modalities: list[str]
+    face: FaceEvidence | None
 
 
 class StatusEvent(TypedDict, total=False):
@@ -70,8 +84,10 @@ Event = UtteranceEvent | StatusEvent | WarningEvent
 
 
 def utterance_event(index: int, start: float, end: float, speaker: int, text: str, labels: Sequence[str],
-                    probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = ()) -> UtteranceEvent:
-    """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``."""
+                    probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = (),
+                    face: FaceEvidence | None = None) -> UtteranceEvent:
+    """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``; ``face``:
+    the face evidence (:func:`runtime.face.face_evidence`) or None."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape[0] != len(labels):
         raise ValueError(f"{p.shape[0]} probabilities for {len(labels)} labels")
@@ -86,6 +102,7 @@ def utterance_event(index: int, start: float, end: float, speaker: int, text: st
         "probs": {lab: round(float(v), 5) for lab, v in zip(labels, p)},
         "latency_ms": {k: round(float(v), 1) for k, v in latency_ms.items()},
         "modalities": list(modalities),
+        "face": face,
     }
 
 
