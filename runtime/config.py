@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 
 from train.config import build_dataclass, read_yaml  # the one strict YAML -> dataclass loader
@@ -125,3 +125,12 @@ def load_runtime_config(path: str | Path | None = None) -> RuntimeConfig:
     if path is None:
         return RuntimeConfig()
     return runtime_config_from_dict(read_yaml(path, "runtime config file"), source=str(path))
+
+
+def apply_overrides(cfg: RuntimeConfig, overrides: Sequence[str], source: str = "runtime config") -> RuntimeConfig:
+    """``cfg`` with ``--set section.key=value`` overrides applied (values parsed as YAML), checked."""
+    if not overrides:
+        return cfg
+    from train.__main__ import apply_overrides as apply_raw  # the one --set parser
+
+    return runtime_config_from_dict(apply_raw(cfg.to_dict(), overrides), f"{source} with --set {' '.join(overrides)}")
