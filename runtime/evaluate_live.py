@@ -24,7 +24,10 @@ scored against the script:
   is related to no other gold utterance. Splits (two events in one utterance), merges (one event
   over two utterances) and stray events all break it.
 * **WER** over each dialogue's final transcripts joined in time order against its gold
-  transcripts joined (pooled: total edits / total reference words).
+  transcripts joined (pooled: total edits / total reference words), on lower-cased words without
+  punctuation; and again after Whisper's English text normalizer (numbers, contractions and
+  spellings written one way: "seven hundred" and "700" are one word sequence), as Whisper's own
+  WER figures are computed.
 * **Speakers** (after applying ``speaker_update`` events): each final event takes the gold speaker
   of the utterance it overlaps most; purity = events in their cluster's majority gold speaker /
   events; the speaker count is right when the events name exactly the dialogue's speakers' number.
@@ -123,7 +126,7 @@ def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
 
 def final_utterances(events: Sequence[dict]) -> list[dict]:
     """Final utterance events in index order, speakers corrected by later ``speaker_update`` events."""
-    finals = [dict(e) for e in events if e.get("type") == "utterance" and e.get("final", True)]
+    finals = [dict(e) for e in events if e.get("type") == "utterance" and e["final"]]
     for upd in (e for e in events if e.get("type") == "speaker_update"):
         for e in finals:
             if e["speaker"] in upd["merged"]:
@@ -177,10 +180,18 @@ def purity_counts(finals: Sequence[dict], gold: Sequence[GoldUtterance]) -> tupl
     return sum(max(np.bincount(ts)) for ts in clusters.values()), sum(len(ts) for ts in clusters.values())
 
 
-def word_edits(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(word edits, reference words) on normalised words."""
+def word_edits(reference: str, hypothesis: str, whisper_norm: bool = False) -> tuple[int, int]:
+    """(word edits, reference words) on normalised words (:func:`runtime.asr.normalize_words`).
+
+    ``whisper_norm``: first apply Whisper's English text normalizer (the one Whisper's WER figures
+    use: "seven hundred" = "700", "she's" = "she is", British = American spelling)."""
     from runtime.asr import normalize_words, word_error_rate
 
+    if whisper_norm:
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+        norm = EnglishTextNormalizer({})
+        reference, hypothesis = norm(reference), norm(hypothesis)
     n = len(normalize_words(reference))
     return (int(round(word_error_rate(reference, hypothesis) * n)) if n else len(normalize_words(hypothesis))), n
 
@@ -197,6 +208,8 @@ class DialogueResult:
     provisionals: int
     edits: int
     ref_words: int
+    edits_whisper: int  # WER counts after Whisper's English text normalizer
+    ref_words_whisper: int
     purity: tuple[int, int]
     speakers_found: int
     speakers_true: int
@@ -213,6 +226,7 @@ class DialogueResult:
             "other_both_sides": int(sum(both)), "other_both_sides_matched": int(sum(a and b for a, b in zip(m, both))),
             "finals": len(self.finals), "provisionals": self.provisionals,
             "wer": 100.0 * self.edits / max(1, self.ref_words),
+            "wer_whisper_norm": 100.0 * self.edits_whisper / max(1, self.ref_words_whisper),
             "speakers": self.speakers_found, "speakers_true": self.speakers_true,
             "purity": 100.0 * self.purity[0] / max(1, self.purity[1]),
         }
@@ -247,14 +261,16 @@ def run_dialogue(wav: Path, gold: list[GoldUtterance], dialogue_id: str, model: 
     audio = FileAudioSource(wav, cfg.audio.chunk_ms, realtime=False)
     events = Session(rec, audio, None, realtime=False).run()
     finals = final_utterances(events)
-    provisional = [e for e in events if e.get("type") == "utterance" and not e.get("final", True)]
-    edits, words = word_edits(" ".join(g.text for g in gold), " ".join(e["text"] for e in sorted(finals, key=lambda e: e["start"])))
+    provisional = [e for e in events if e.get("type") == "utterance" and not e["final"]]
+    ref, hyp = " ".join(g.text for g in gold), " ".join(e["text"] for e in sorted(finals, key=lambda e: e["start"]))
+    edits, words = word_edits(ref, hyp)
+    edits_w, words_w = word_edits(ref, hyp, whisper_norm=True)
     lat: dict[str, list[float]] = {"provisional": [e["latency_ms"]["total"] for e in provisional],
                                    "final": [e["latency_ms"]["total"] for e in finals]}
     lat["final_after_close"] = [e["latency_ms"]["after_close"] for e in finals if "after_close" in e["latency_ms"]]
     return DialogueResult(
         id=dialogue_id, gold=gold, matched=match(finals, gold), finals=finals, provisionals=len(provisional),
-        edits=edits, ref_words=words, purity=purity_counts(finals, gold),
+        edits=edits, ref_words=words, edits_whisper=edits_w, ref_words_whisper=words_w, purity=purity_counts(finals, gold),
         speakers_found=len({e["speaker"] for e in finals}), speakers_true=len({g.speaker for g in gold}),
         offline_pred=offline_predictions(gold, backend, features), latency=lat,
         warnings=[e["message"] for e in events if e.get("type") == "warning"],
@@ -293,6 +309,7 @@ def summarize(results: Sequence[DialogueResult], labels: Sequence[str], emotion_
         "matched_share": 100.0 * matched / max(1, n), "matched": matched,
         "other_both_sides_share": 100.0 * both_m / max(1, both) if both else None, "other_both_sides": both,
         "wer": 100.0 * sum(r.edits for r in results) / max(1, sum(r.ref_words for r in results)),
+        "wer_whisper_norm": 100.0 * sum(r.edits_whisper for r in results) / max(1, sum(r.ref_words_whisper for r in results)),
         "purity": 100.0 * pure[0] / max(1, pure[1]),
         "speaker_count_right": sum(r["speakers"] == r["speakers_true"] for r in rows),
         "finals": sum(r["finals"] for r in rows), "provisionals": sum(r["provisionals"] for r in rows),
@@ -316,7 +333,7 @@ def print_report(summary: dict[str, Any], header: str, out=sys.stdout) -> None:
     print(f"\nutterances matched one-to-one by a final event: {s['matched_share']:.1f}% ({s['matched']} of {s['utterances']})",
           file=out)
     print(f"  ...with the other speaker on both sides: {both}", file=out)
-    print(f"WER: {s['wer']:.1f}%   speaker purity: {s['purity']:.1f}%   speaker count right in "
+    print(f"WER: {s['wer']:.1f}% (after Whisper's text normalizer: {s['wer_whisper_norm']:.1f}%)   speaker purity: {s['purity']:.1f}%   speaker count right in "
           f"{s['speaker_count_right']} of {s['dialogues']} dialogues", file=out)
     fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
     print(f"emotion wF1 on matched utterances: live {fmt(s['emotion_wf1_live_matched'])}, offline causal on gold text "

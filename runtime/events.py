@@ -2,19 +2,32 @@
 
 Event kinds (one JSON object per line, flushed line by line so a reader sees each at once):
 
-* ``{"type": "utterance", "index", "start", "end", "speaker", "text", "emotion", "probs",
-  "latency_ms": {stage: ms}}`` -- one per labelled utterance. ``start``/``end``: seconds on the
+* ``{"type": "utterance", "final", "index", "start", "end", "speaker", "text", "emotion", "probs",
+  "latency_ms": {stage: ms}, "modalities"}`` -- a label of one utterance. ``final: false``: a
+  provisional label of the utterance so far, sent at each pause inside it (the VAD's end of
+  speech); ``final: true``: the utterance is over (a boundary pause, a change of speaker, the
+  length limit or the end of the audio), with its whole transcript, its speaker and its label.
+  Provisional and final events of one utterance share its ``index``; each utterance has exactly
+  one final event (none when its audio holds no words), and only final utterances join the
+  conversation history the graph sees. To keep final labels only, keep the events with
+  ``"final": true`` (``jq -c 'select(.final == true)'``). ``start``/``end``: seconds on the
   session's audio clock; ``speaker``: integer id in order of first appearance; ``probs``: label
   -> probability; ``modalities``: which modalities the model saw for it.
+* ``{"type": "speaker_update", "merged": [id], "into": id, "indices": [...]}`` -- two speaker
+  ids turned out to be one voice: the final utterances listed (which carried the merged id) now
+  carry ``into``, and the merged id is never used again. The graph's window is re-labelled too.
 * ``{"type": "status", "state": "started"|"stopped", ...}`` -- session start (model, backend,
   sources) and end (counts, why it ended).
 * ``{"type": "warning", "message", ...}`` -- something stopped working or was skipped (no face,
-  camera gone, an utterance with no words), and the session went on.
+  camera gone, an utterance with no words, no speech at all, an utterance cut at the length
+  limit), and the session went on.
 
 Latency stages (``latency_ms``; see :mod:`runtime.recognizer`): ``vad`` (end of speech -> the
 segmenter closes the utterance: the silence it waits for), ``queue`` (waiting for the model
 thread), ``asr``, ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
-``model`` (graph + classifier) and ``total`` (end of speech -> event, as it would be live).
+``model`` (graph + classifier) and ``total`` (end of speech -> event, as it would be live). Final
+events add ``after_close``: from the moment the utterance closed to the event (``vad`` is then
+the wait for the close: the boundary pause, or the pause after the stretch where the voice changed).
 """
 from __future__ import annotations
 
@@ -37,13 +50,17 @@ STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
 
 
 def utterance_event(index: int, start: float, end: float, speaker: int, text: str, labels: Sequence[str],
-                    probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = ()) -> dict[str, Any]:
-    """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``."""
+                    probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = (),
+                    final: bool = True) -> dict[str, Any]:
+    """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``.
+
+    ``final``: False for a provisional label of the utterance so far (at a pause inside it)."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape[0] != len(labels):
         raise ValueError(f"{p.shape[0]} probabilities for {len(labels)} labels")
     return {
         "type": "utterance",
+        "final": bool(final),
         "index": int(index),
         "start": round(float(start), 3),
         "end": round(float(end), 3),
@@ -54,6 +71,12 @@ def utterance_event(index: int, start: float, end: float, speaker: int, text: st
         "latency_ms": {k: round(float(v), 1) for k, v in latency_ms.items()},
         "modalities": list(modalities),
     }
+
+
+def speaker_update_event(merged: int, into: int, indices: Sequence[int]) -> dict[str, Any]:
+    """Speaker ``merged`` turned out to be speaker ``into``: the final utterances ``indices``
+    (which carried ``merged``) now carry ``into``; ``merged`` is never used again."""
+    return {"type": "speaker_update", "merged": [int(merged)], "into": int(into), "indices": [int(i) for i in indices]}
 
 
 def status_event(state: str, **fields: Any) -> dict[str, Any]:
@@ -117,7 +140,8 @@ def format_status(event: Mapping[str, Any]) -> str:
     text = event["text"]
     if len(text) > 40:
         text = text[:37] + "..."
-    return (f"#{event['index']:<3d} spk {event['speaker']}  {event['emotion']:>8s} {p:4.2f}  "
+    mark = " " if event.get("final", True) else "~"  # ~ = provisional
+    return (f"#{event['index']:<3d}{mark}spk {event['speaker']}  {event['emotion']:>8s} {p:4.2f}  "
             f"\"{text}\"  [ms: {stages}]")
 
 

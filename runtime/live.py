@@ -312,14 +312,19 @@ class Session:
 
 
 def summary(events: Sequence[dict]) -> str:
-    utts = [e for e in events if e.get("type") == "utterance"]
+    utts = [e for e in events if e.get("type") == "utterance" and e["final"]]
+    provisional = sum(1 for e in events if e.get("type") == "utterance" and not e["final"])
     warns = [e for e in events if e.get("type") == "warning"]
     if not utts:
         return f"no utterances labelled ({len(warns)} warnings)"
     lat = {k: np.percentile([e["latency_ms"][k] for e in utts if k in e["latency_ms"]], [50, 95])
            for k in ("asr", "features", "model", "total") if any(k in e["latency_ms"] for e in utts)}
     lat_s = ", ".join(f"{k} p50 {v[0]:.0f} / p95 {v[1]:.0f} ms" for k, v in lat.items())
-    return f"{len(utts)} utterances labelled, {len({e['speaker'] for e in utts})} speakers, {len(warns)} warnings; {lat_s}"
+    speakers = {e["speaker"] for e in utts}
+    for upd in (e for e in events if e.get("type") == "speaker_update"):
+        speakers -= set(upd["merged"])
+    return (f"{len(utts)} utterances labelled ({provisional} provisional labels before them), {len(speakers)} speakers, "
+            f"{len(warns)} warnings; {lat_s}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

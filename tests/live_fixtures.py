@@ -164,6 +164,6 @@ def visual_model() -> Path:
 def wer_of(events: list[dict], script: dict) -> float:
     from runtime.asr import word_error_rate
 
-    hyp = " ".join(e["text"] for e in events if e["type"] == "utterance")
+    hyp = " ".join(e["text"] for e in events if e["type"] == "utterance" and e["final"])
     ref = " ".join(u["text"] for u in script["utterances"])
     return word_error_rate(ref, hyp)

@@ -48,7 +48,8 @@ def run_live(args, env, timeout=180) -> tuple[list[dict], subprocess.CompletedPr
 
 
 def utterances(events):
-    return [e for e in events if e["type"] == "utterance"]
+    """Final utterance events (provisional ones come before them, with the same index)."""
+    return [e for e in events if e["type"] == "utterance" and e["final"]]
 
 
 def labels_of(model) -> list[str]:
@@ -265,7 +266,7 @@ def test_ctrl_c_stops_capture_and_keeps_what_was_said(env):
     utts = utterances(events)
     # The utterance being spoken at Ctrl-C is processed too: cut mid-word, it is labelled or (when
     # the ASR's guards reject the truncated audio) reported as having no words -- never dropped.
-    second = [e for e in events if e["type"] in ("utterance", "warning") and abs((e.get("start") or 0) - 3.9) < 0.3]
+    second = [e for e in utts + [e for e in events if e["type"] == "warning"] if abs((e.get("start") or 0) - 3.9) < 0.3]
     assert len(utts) < 8 and len(second) == 1, (events, err[-2000:])
     assert events[-1]["type"] == "status" and events[-1]["state"] == "stopped"
 
@@ -338,4 +339,4 @@ def test_overlay_keeps_drawing_while_the_model_is_busy():
     assert overlay.boxes and all(w > 60 for _, _, w, _ in overlay.boxes)  # the astronaut's face boxed
     gated.gate.set()
     rec.end_audio()
-    assert len([e for e in rec.events(timeout=60) if e["type"] == "utterance"]) == 2
+    assert len(utterances(rec.events(timeout=60))) == 2

@@ -50,7 +50,8 @@ def push_file(rec: Recognizer, audio: np.ndarray, frames=None) -> None:
 
 
 def utterances(events):
-    return [e for e in events if e["type"] == "utterance"]
+    """Final utterance events."""
+    return [e for e in events if e["type"] == "utterance" and e["final"]]
 
 
 def check_speakers(utts, script):
