@@ -60,7 +60,7 @@ class SegmentationConfig:
     # Speaker change inside an utterance: voice embeddings of windows over its voiced audio.
     change_window_s: float = 0.5
     change_hop_s: float = 0.2
-    change_threshold: float = 0.72  # cosine of the voice either side of a cut below this: a candidate change
+    change_threshold: float = 0.68  # cosine of the voice either side of a cut below this: a candidate change
     change_strict_threshold: float = 0.6  # ...confirmed by this alone while fewer than 2 speakers are known
     min_turn_s: float = 0.3  # voiced audio each side needs before a change there is judged
 

@@ -49,10 +49,10 @@ class SpeakerChangeDetector:
     """``find(voiced, since) -> Change | None`` for one growing utterance; ``reset()`` between them.
 
     ``voices``: the session's :class:`~runtime.speakers.SpeakerTracker`. A candidate (a cut scoring
-    below ``change_threshold``) is confirmed when the audio before and after it is nearest to two
-    different known speakers; before two speakers are known, when it scores below
-    ``change_strict_threshold``. Two voices of one person rarely look like two known speakers,
-    so this keeps the false changes inside one person's long turn rare.
+    below ``change_threshold``) is a change when it scores below ``change_strict_threshold``, or
+    when the tracker would give the audio before and after it two different speakers (two known
+    ones, or a known one and a new one). Two stretches of one person rarely look like two speakers
+    to the tracker, so this keeps false changes inside one person's long turn rare.
     """
 
     def __init__(self, encoder, cfg: SegmentationConfig | None = None, voices=None):
@@ -149,13 +149,12 @@ class SpeakerChangeDetector:
 
     def _confirmed(self, voiced: np.ndarray, at: int, score: float) -> bool:
         """A candidate is a change when its score is below ``change_strict_threshold``, or when the
-        voices before and after it are nearest to two different known speakers."""
+        speaker tracker would give the audio before and after it two different speakers (two
+        known ones, or a known one and a new one)."""
         if score < self.cfg.change_strict_threshold:
             return True
-        if self.voices is None or self.voices.known < 2:
+        if self.voices is None or self.voices.known == 0:
             return False
         span = int(CONFIRM_S * SAMPLE_RATE)
-        left = self.voices.nearest(voiced[max(0, at - span) : at])
-        right = self.voices.nearest(voiced[at : at + span])
         self.confirmations += 1
-        return left is not None and right is not None and left[0] != right[0]
+        return self.voices.peek(voiced[max(0, at - span) : at]) != self.voices.peek(voiced[at : at + span])
