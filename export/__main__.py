@@ -3,7 +3,7 @@
 Writes the graph model's per-step ONNX (+ INT8 / FP16 variants), the text encoder's ONNX with
 its tokenizer, TensorRT engines on request, and ``manifest.json`` (files and hashes,
 precisions, opset, labels, feature extractors, parity figures, model version). Default DIR:
-MODEL/export, where ``--backend onnx|onnx-int8|trt`` of ``train.evaluate`` looks.
+MODEL/export, where ``--backend onnx|onnx-int8|trt`` of ``export.evaluate`` and the runtime look.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import logging
 import os
 from typing import Sequence
 
-from train.errors import run_cli
+from train.common import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from export.exporter import DEFAULT_WINDOW, ExportOptions, export_model
 
     p = argparse.ArgumentParser(prog="python -m export", description="Export a trained model for the runtime: ONNX, INT8/FP16, TensorRT.")
-    p.add_argument("--model", required=True, help="model directory or shipped model name (iemocap, meld)")
+    p.add_argument("--model", required=True, help="model directory, or model name in the model search path ($ARIIGCN_MODEL_PATH)")
     p.add_argument("--out", help="output directory (default: MODEL/export)")
     p.add_argument("--int8", action="store_true", help="also write INT8 models (graph: --int8-method; text encoder: dynamic)")
     p.add_argument("--int8-method", choices=("static", "dynamic"), default="dynamic",

@@ -1,8 +1,8 @@
 """Inference backends over exported artifacts: ``onnx``, ``onnx-int8``, ``trt``, ``trt-int8``.
 
-Torch-free (onnxruntime, or TensorRT + cuda-python). Importing this module registers the
-backends with :mod:`train.backends`, so ``python -m train.evaluate --model DIR --backend
-onnx-int8`` and ``train.backends.load_backend(DIR, "onnx")`` find them. The artifacts are looked
+Torch-free (onnxruntime, or TensorRT + cuda-python). :data:`BACKENDS` is train's table
+(``torch``) plus these; :func:`load_backend` opens a model with any of them (``python -m
+export.evaluate --model DIR --backend onnx-int8``, the live runtime). The artifacts are looked
 up in the export directory ``DIR/export`` (``python -m export --model DIR`` writes there by
 default) or in ``export_dir=``; the export must have been made from this exact model version.
 
@@ -11,10 +11,10 @@ Two ways in:
 * :meth:`GraphBackend.step` — the live runtime's call: features of the newest W utterances
   (W <= the manifest's window) and their speakers -> (W, C) probabilities (use the last row);
 * :meth:`GraphBackend.predict` — whole dialogues, as :class:`train.backends.TorchBackend`:
-  a causal model is run utterance by utterance over the window of the newest
-  ``gcn_layers*past + 1`` utterances (exactly the runtime's computation, and exactly the
-  whole-dialogue result, see :mod:`train.graph`); a bidirectional model sees the whole dialogue
-  in one call.
+  a causal model is run utterance by utterance over a :class:`train.graph.ConversationWindow`
+  of the newest ``gcn_layers*past + 1`` utterances (exactly the runtime's computation, and
+  exactly the whole-dialogue result, see :mod:`train.graph`); a bidirectional model sees the
+  whole dialogue in one call.
 """
 from __future__ import annotations
 
@@ -26,10 +26,12 @@ import numpy as np
 
 from export.graph_inputs import PROBS, GraphSpec, check_window_features, step_feeds
 from export.manifest import GRAPH, ExportManifest, check_export, is_export_dir
-from train.backends import check_features, register_backend
+from train import backends as train_backends
+from train.backends import Backend, check_features
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import ExtractorIdentity
+from train.graph import ConversationWindow
 from train.model_dir import ModelManifest, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -120,8 +122,10 @@ class GraphBackend:
             feats = {m: np.asarray(d.features[m], dtype=np.float32) for m in self.spec.modalities}
             spk = d.speaker_ids()
             if self.spec.causal:
-                k = self.spec.exact_window
-                rows = [self.step({m: f[max(0, t + 1 - k) : t + 1] for m, f in feats.items()}, spk[max(0, t + 1 - k) : t + 1])[-1] for t in range(len(d))]
+                window, rows = ConversationWindow(self.spec.exact_window), []
+                for t in range(len(d)):
+                    window.append({m: f[t] for m, f in feats.items()}, spk[t])
+                    rows.append(self.step(*window.arrays(self.spec.modalities))[-1])
                 out.append(np.stack(rows).astype(np.float32))
             else:
                 out.append(self.step(feats, spk).astype(np.float32))
@@ -170,7 +174,7 @@ class OnnxBackend(GraphBackend):
         """``threads``: onnxruntime intra-op threads; 1 by default — the per-step model is a few
         small matrix products (~0.1 ms), which more threads do not speed up, and the live
         runtime's other stages (ASR, text encoder) need the cores."""
-        from export.ort_session import make_session
+        from train.common import make_session
 
         super().__init__(model_dir, export_dir=export_dir)
         self.session = make_session(self.export_dir / self.file, providers=providers, threads=threads)
@@ -231,7 +235,11 @@ def engine_dims(spec: GraphSpec) -> dict[str, tuple[int, int, int]]:
     return {WINDOW_DIM: (1, spec.window, spec.window), NODES_DIM: (m, m * spec.window, m * spec.window)}
 
 
-BACKENDS = {b.name: b for b in (OnnxBackend, OnnxInt8Backend, OnnxFp16Backend, TrtBackend, TrtInt8Backend)}
+# Every backend: train's (torch) and the exported ones. Order: train's first.
+BACKENDS = {**train_backends.BACKENDS,
+            **{b.name: b for b in (OnnxBackend, OnnxInt8Backend, OnnxFp16Backend, TrtBackend, TrtInt8Backend)}}
 
-for _name, _cls in BACKENDS.items():
-    register_backend(_name, _cls)
+
+def load_backend(model: str | Path, name: str = "torch", **options) -> Backend:
+    """Open the model directory (or model name) ``model`` with any backend of :data:`BACKENDS`."""
+    return train_backends.load_backend(model, name, backends=BACKENDS, **options)

@@ -18,13 +18,13 @@ import json
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from export.timing import timeit
+from train.common import InputError, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -32,30 +32,17 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 WINDOWS = (1, 8, 32)
 
 
-def timeit(fn: Callable[[], object], n: int, warmup: int = 5) -> dict[str, float]:
-    """Call ``fn`` ``warmup`` + ``n`` times; p50/p95/mean of the last ``n`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    a = np.asarray(times)
-    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)), "mean_ms": float(a.mean())}
-
-
 def _items(data: Path | None, n: int) -> list:
     """Up to ``n`` real validation utterances with speaker and past turns (as the runtime passes
     them), else the parity sentences without context."""
-    from export.exporter import _parity_items
+    from export.exporter import parity_items
     from export.text_encoder import PARITY_TEXTS
     from train.features.base import UtteranceInput
 
     if data is not None and Path(data).is_file():
         from train.data import load_corpus
 
-        items = _parity_items(load_corpus(data).split("valid"), n)
+        items = parity_items(load_corpus(data).split("valid"), n)
         if items:
             return items
     return [UtteranceInput(text=t) for t in (PARITY_TEXTS * (n // len(PARITY_TEXTS) + 1))[:n]]

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from export.graph_inputs import step_feeds
-from train.errors import InputError
+from train.common import InputError
 
 
 def _window_dialogues(dialogues, modalities, w: int, count: int = 64):
@@ -37,7 +37,7 @@ def bench_graph(model: str, export_dir: Path, data: Path | None, n: int, windows
     import torch
 
     from export.backends import OnnxBackend, OnnxInt8Backend
-    from export.bench import timeit
+    from export.timing import timeit
     from export.exporter import ExportOptions, export_model
     from export.manifest import check_export, is_export_dir
     from train.batch import collate
@@ -54,13 +54,13 @@ def bench_graph(model: str, export_dir: Path, data: Path | None, n: int, windows
     int8_method = em.files[int8_be.file].details.get("method", "?")
     other_method = "dynamic" if int8_method == "static-qdq" else "static"
 
-    from export.exporter import _load_data, _synthetic_dialogues
+    from export.exporter import load_export_data, synthetic_dialogues
     from export.parity import graph_parity
 
     # training conversations too when the comparison INT8 is static (it calibrates on them)
     load_opts = ExportOptions(data=str(data) if data else None, int8=other_method == "static", int8_method="static")
-    corpus = _load_data(model_dir, manifest, cfg, load_opts, need=False)
-    source = corpus.split("valid") if corpus is not None else _synthetic_dialogues(onnx_be.spec, manifest.labels)
+    corpus = load_export_data(model_dir, manifest, cfg, load_opts, need=False)
+    source = corpus.split("valid") if corpus is not None else synthetic_dialogues(onnx_be.spec, manifest.labels)
     # The other INT8 method, for comparison, in a scratch copy of the export.
     scratch = tempfile.TemporaryDirectory(prefix="bench-int8-")
     other_be = _other_int8(export_dir, Path(scratch.name), em, other_method, corpus, onnx_be.spec)

@@ -23,7 +23,9 @@ import numpy as np
 
 from export import manifest as mf
 from export.graph_inputs import PRESENT, GraphSpec, step_feeds
-from train.errors import InputError
+from train.common import InputError
+from train.features.base import MAX_CONTEXT_TURNS
+from train.graph import ConversationWindow
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,14 @@ def _windows(spec: GraphSpec, dialogue) -> list[dict[str, np.ndarray]]:
     spk = dialogue.speaker_ids()
     if not spec.causal:
         return [step_feeds(spec, feats, spk)]
-    k = spec.exact_window
-    return [step_feeds(spec, {m: f[max(0, t + 1 - k) : t + 1] for m, f in feats.items()}, spk[max(0, t + 1 - k) : t + 1]) for t in range(len(dialogue))]
+    window, feeds = ConversationWindow(spec.exact_window), []
+    for t in range(len(dialogue)):
+        window.append({m: f[t] for m, f in feats.items()}, spk[t])
+        feeds.append(step_feeds(spec, *window.arrays(spec.modalities)))
+    return feeds
 
 
-def _load_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: bool):
+def load_export_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: bool):
     """The corpus with the model's features attached, or None when it is absent and not needed."""
     from train.data import load_corpus
     from train.evaluate import attach_model_features
@@ -106,7 +111,7 @@ def _tool_versions() -> dict[str, str]:
 def quantize_graph_static(fp32: Path, out: Path, spec: GraphSpec, train, calibrate_method: str) -> dict[str, Any]:
     """Static QDQ INT8 of the graph model calibrated on the runtime's windows of ``train``
     (dialogues with features); returns the manifest details."""
-    from export.quantize import calibration_reader, quantize_static_int8
+    from export.quantize import WEIGHT_BITS, calibration_reader, quantize_static_int8
 
     feeds = [f for d in train for f in _windows(spec, d)]
     if calibrate_method != "minmax":  # histogram calibrators stack samples: one shape only
@@ -116,13 +121,14 @@ def quantize_graph_static(fp32: Path, out: Path, spec: GraphSpec, train, calibra
     log.info("calibrating INT8 (%s) on %d windows of %d training conversations", calibrate_method, len(feeds), len(train))
     quantize_static_int8(fp32, out, calibration_reader(feeds), op_types=("MatMul", "Gemm"), calibrate_method=calibrate_method, keep_float=FLOAT_HEAD)
     return {"method": "static-qdq", "calibration_conversations": len(train), "calibration_windows": len(feeds),
-            "calibrate_method": calibrate_method, "kept_float": list(FLOAT_HEAD), "activation_products": "float"}
+            "calibrate_method": calibrate_method, "kept_float": list(FLOAT_HEAD), "activation_products": "float",
+            "weight_bits": WEIGHT_BITS}
 
 
 def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = None, opts: ExportOptions | None = None) -> mf.ExportManifest:
     """Export ``model`` (a model directory or shipped name) into ``out_dir`` (default: MODEL/export)."""
     from export.graph_model import export_graph_model
-    from export.quantize import convert_fp16, quantize_dynamic_int8
+    from export.quantize import WEIGHT_BITS, convert_fp16, quantize_dynamic_int8
     from train.graph import window_size
     from train.model_dir import load_model, resolve_model_dir
 
@@ -151,7 +157,7 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
     )
     em.add_file(out, GRAPH_FILE, mf.GRAPH, "fp32")
 
-    corpus = _load_data(model_dir, manifest, cfg, opts, need=opts.int8 and opts.int8_method == "static")
+    corpus = load_export_data(model_dir, manifest, cfg, opts, need=opts.int8 and opts.int8_method == "static")
     if opts.int8:
         if opts.int8_method == "static":
             train = corpus.split("train")[: opts.calib]
@@ -161,7 +167,7 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
             em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", **details)
         else:
             quantize_dynamic_int8(out / GRAPH_FILE, out / GRAPH_INT8_FILE)
-            em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", method="dynamic")
+            em.add_file(out, GRAPH_INT8_FILE, mf.GRAPH, "int8", method="dynamic", weight_bits=WEIGHT_BITS)
     if opts.fp16:
         convert_fp16(out / GRAPH_FILE, out / GRAPH_FP16_FILE)
         em.add_file(out, GRAPH_FP16_FILE, mf.GRAPH, "fp16")
@@ -207,9 +213,9 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
     if name == "minilm":
         files = export_text_encoder(out, identity=installed, opset=opset)
     else:
-        from train.features.text_context import export_onnx
+        from export.text_encoder import export_context_encoder
 
-        files = export_onnx(encoder_cls.shipped, out, opset=opset)
+        files = export_context_encoder(encoder_cls.shipped, out, opset=opset)
     return quantize_text_encoder(files) if int8 else files
 
 
@@ -240,7 +246,7 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
         dialogues = corpus.split("valid")
         split = "valid"
     else:
-        dialogues, split = _synthetic_dialogues(spec, manifest.labels), "synthetic"
+        dialogues, split = synthetic_dialogues(spec, manifest.labels), "synthetic"
     result: dict[str, Any] = {"split": split, "graph": graph_parity(net, cfg, dialogues, backends, manifest.labels)}
     print(format_parity(result["graph"], split))
     text_file = out / "text_encoder.onnx"
@@ -248,17 +254,16 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
     if opts.text and text_file.is_file() and ident is not None:
         from export.text_encoder import PARITY_TEXTS, check_parity
 
-        items = _parity_items(corpus.split("valid") if corpus is not None else [], n=64)
+        items = parity_items(corpus.split("valid") if corpus is not None else [], n=64)
         result["text_encoder"] = check_parity(out, texts=PARITY_TEXTS, items=items or None, extractor=ident.name)
         result["text_encoder"]["texts"] = len(items or PARITY_TEXTS)
         print(f"text encoder parity: {result['text_encoder']}")
     return result
 
 
-def utterance_inputs(dialogue, past: int = 8) -> list:
+def utterance_inputs(dialogue, past: int = MAX_CONTEXT_TURNS) -> list:
     """Text extractor inputs for every utterance of ``dialogue``: transcript, speaker and the
     ``past`` previous turns as ``context``, as the live runtime passes them."""
-    from train.features.base import UtteranceInput
 
     texts = dialogue.texts or [None] * len(dialogue)
     return [UtteranceInput(text=t, speaker=dialogue.speakers[i],
@@ -266,13 +271,13 @@ def utterance_inputs(dialogue, past: int = 8) -> list:
             for i, t in enumerate(texts)]
 
 
-def _parity_items(dialogues, n: int):
+def parity_items(dialogues, n: int):
     """Up to ``n`` validation utterances with a transcript, as :func:`utterance_inputs`."""
     items = [it for d in dialogues for it in utterance_inputs(d) if it.text and it.text.strip()]
     return items[:n]
 
 
-def _synthetic_dialogues(spec: GraphSpec, labels: Sequence[str], n: int = 8, seed: int = 0):
+def synthetic_dialogues(spec: GraphSpec, labels: Sequence[str], n: int = 8, seed: int = 0):
     """Random dialogues (two speakers, some missing rows) when no data is at hand."""
     from train.data.corpus import Dialogue
 

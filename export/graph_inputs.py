@@ -19,8 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from train.errors import InputError
-from train.graph import build_graph, window_size
+from train.common import InputError
+from train.graph import build_graph, present_rows, window_size
 
 PRESENT = "present"
 ADJACENCY = "adjacency"
@@ -81,11 +81,11 @@ class GraphSpec:
 
 
 def presence(features: Mapping[str, np.ndarray], modalities: list[str]) -> np.ndarray:
-    """(W, M) bool: a modality row is present when all its values are finite (as in training)."""
-    return np.stack([np.isfinite(np.asarray(features[m])).all(axis=1) for m in modalities], axis=1)
+    """(W, M) bool: whether modality ``m`` of utterance ``i`` is present (:func:`train.graph.present_rows`)."""
+    return np.stack([present_rows(features[m]) for m in modalities], axis=1)
 
 
-def dense_adjacency(edge_index: np.ndarray, edge_type: np.ndarray, num_nodes: int, num_relations: int) -> np.ndarray:
+def adjacency_counts(edge_index: np.ndarray, edge_type: np.ndarray, num_nodes: int, num_relations: int) -> np.ndarray:
     """(R, V, V) float32 edge counts, ``A[r, target, source] += 1`` per edge (0/1 for
     :func:`train.graph.build_graph`, which makes no duplicates); the model row-normalises it."""
     a = np.zeros((num_relations, num_nodes, num_nodes), dtype=np.float32)
@@ -127,5 +127,5 @@ def step_feeds(spec: GraphSpec, features: Mapping[str, np.ndarray], speakers: np
     feeds[PRESENT] = present.astype(np.float32)
     if spec.use_graph:
         ei, et = build_graph(speakers, present, spec.past, spec.future, spec.speaker_relations, spec.inter_modal)
-        feeds[ADJACENCY] = dense_adjacency(ei, et, n * len(spec.modalities), spec.num_relations)
+        feeds[ADJACENCY] = adjacency_counts(ei, et, n * len(spec.modalities), spec.num_relations)
     return feeds

@@ -92,7 +92,7 @@ def export_graph_model(model, manifest, path: str | Path, *, window: int = 32, o
     spec = graph_spec(model, manifest, window)
     need = window_size(spec.past, spec.layers) if spec.use_graph else 1
     if window < need:
-        from train.errors import InputError
+        from train.common import InputError
 
         raise InputError(f"window {window} is smaller than the model's receptive field ({need} = gcn_layers*past + 1)")
     step = DenseStep(model)

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.files import sha256_file, write_text_atomic
-from train.errors import InputError
+from train.common import InputError, file_sha256, write_text_atomic
 from train.features.base import ExtractorIdentity
 
 MANIFEST_FILE = "manifest.json"
@@ -94,7 +93,7 @@ class ExportManifest:
 
     def add_file(self, directory: str | Path, name: str, role: str, precision: str | None, **details: Any) -> None:
         path = Path(directory) / name
-        self.files[name] = FileEntry(role=role, precision=precision, sha256=sha256_file(path), bytes=path.stat().st_size, details=details)
+        self.files[name] = FileEntry(role=role, precision=precision, sha256=file_sha256(path), bytes=path.stat().st_size, details=details)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,7 +128,7 @@ def model_version(model_dir: str | Path) -> str:
         f = model_dir / name
         if not f.is_file():
             raise InputError(f"model directory is missing {name}", path=str(model_dir))
-        h.update(name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+        h.update(name.encode() + b"\0" + file_sha256(f).encode() + b"\n")
     return h.hexdigest()[:16]
 
 
@@ -195,7 +194,7 @@ def check_export(directory: str | Path, *, model_dir: str | Path | None = None, 
         path = directory / name
         if not path.is_file():
             raise InputError(f"exported file {name} is missing", path=str(directory))
-        if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+        if path.stat().st_size != entry.bytes or file_sha256(path) != entry.sha256:
             raise InputError(
                 f"{name} does not match the export manifest (an artifact from another export or model version); re-run python -m export",
                 path=str(directory),

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from export.files import copy_atomic
 from export.torch_export import export_onnx
-from train.errors import InputError, run_cli
+from train.common import InputError, copy_atomic, run_cli, write_text_atomic
 from train.features.base import ExtractorIdentity
 from train.features.text import model_identity
 
@@ -186,6 +185,28 @@ def quantize_text_encoder(files: TextEncoderFiles) -> TextEncoderFiles:
     out = files.onnx.parent / ENCODER_INT8_FILE
     quantize_dynamic_int8(files.onnx, out, per_channel=True, op_types=("MatMul", "Gemm", "Gather"))
     return replace(files, int8=out)
+
+
+def export_context_encoder(encoder: str | os.PathLike, out_dir: str | os.PathLike, *, int8: bool = False,
+                           opset: int | None = None) -> TextEncoderFiles:
+    """Export a fine-tuned context encoder (``minilm-ctx-*``, an encoder directory or name) to
+    ``out_dir``: its adapter merged into MiniLM (:func:`export_text_encoder`), stamped with its
+    identity, plus ``context.json`` so :class:`~train.features.text_context.OnnxContextTextExtractor`
+    formats inputs the same way."""
+    import tempfile
+
+    from train.features.text_context import CONTEXT_JSON, encoder_identity, read_encoder_json, resolve_encoder_dir, save_merged
+
+    d = resolve_encoder_dir(encoder)
+    identity = encoder_identity(d)
+    fmt = read_encoder_json(d)["context"]
+    with tempfile.TemporaryDirectory(prefix="merged-encoder-") as tmp:
+        merged = save_merged(d, Path(tmp) / "st")
+        files = export_text_encoder(out_dir, source=merged, identity=identity, **({"opset": opset} if opset else {}))
+    if int8:
+        files = quantize_text_encoder(files)
+    write_text_atomic(Path(out_dir) / CONTEXT_JSON, json.dumps({"context": fmt, "identity": identity.to_dict()}, indent=2) + "\n")
+    return files
 
 
 def check_parity(

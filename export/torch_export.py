@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from export.files import atomic_path
+from train.common import atomic_file
 
 
 def export_onnx(
@@ -30,7 +30,7 @@ def export_onnx(
     import torch
 
     path = Path(path)
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    with atomic_file(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")

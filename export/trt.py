@@ -37,8 +37,7 @@ from typing import Mapping
 
 import numpy as np
 
-from export.files import sha256_file, write_bytes_atomic, write_text_atomic
-from train.errors import InputError
+from train.common import InputError, file_sha256, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ def build_engine(
     if not onnx_path.is_file():
         raise InputError("ONNX file not found", path=str(onnx_path))
     shapes = profile_shapes(onnx_path, dims)
-    key = EngineKey(gpu=gpu_name(), tensorrt=trt.__version__, onnx_sha256=sha256_file(onnx_path), precision=precision, profile=shapes)
+    key = EngineKey(gpu=gpu_name(), tensorrt=trt.__version__, onnx_sha256=file_sha256(onnx_path), precision=precision, profile=shapes)
     engine_path = engine_dir / f"{onnx_path.stem}.{precision}.{key.digest()}.engine"
     sidecar = engine_path.with_suffix(".json")
     if not force and engine_path.is_file() and sidecar.is_file():

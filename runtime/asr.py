@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, AsrConfig
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +91,6 @@ def check_model_dir(path: str | Path) -> Path:
 def normalize_words(text: str) -> list[str]:
     """Lower-case words without punctuation, for WER and the hallucination list."""
     return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).replace("'", " ").split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """(substitutions + deletions + insertions) / reference words, on normalised words."""
-    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else float(len(hyp))
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / len(ref)
 
 
 def rms_dbfs(audio: np.ndarray) -> float:

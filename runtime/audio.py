@@ -17,7 +17,7 @@ and then :class:`AudioOverflowError` names the problem. A bounded queue that sil
 a blocking put) would corrupt utterance boundaries and timings without anyone noticing.
 
 Faults: a missing/unreadable file, no audio track, no PortAudio, no microphone or a bad device
-are :class:`~train.errors.InputError` at open time. A microphone that disappears mid-session
+are :class:`~train.common.InputError` at open time. A microphone that disappears mid-session
 (PortAudio ends the stream, or no block arrives for ``audio.stall_timeout_s``) ends the source
 with a logged warning; everything captured before is still delivered.
 """
@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, AudioConfig
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from train.errors import run_cli
+from runtime.config import DEMO_FACE, SAMPLE_RATE
+from train.common import run_cli
 
 STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total", "after_close")
 
@@ -106,7 +107,7 @@ def run_session(model, backend, audio_path: Path, video_path: Path | None, stage
     t = time.perf_counter()
     events = session.run()
     wall = time.perf_counter() - t
-    return events, wall, audio.samples_delivered / 16000
+    return events, wall, audio.samples_delivered / SAMPLE_RATE
 
 
 def visual_timing_model(out: Path, model: str, manifest) -> Path:
@@ -165,11 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         audio = read_wav(wav)
         import cv2
 
-        face = cv2.imread(str(Path(__file__).resolve().parents[1] / "tests" / "assets" / "astronaut_320.jpg"))
+        face = cv2.imread(str(DEMO_FACE))
         canvas = np.full((480, 640, 3), 90, np.uint8)
         if face is not None:
             canvas[80:400, 160:480] = cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
-        video = write_video(tmp / "talk.mp4", audio, len(audio) / 16000, fps=30, size=(640, 480), frame=lambda i: canvas)
+        video = write_video(tmp / "talk.mp4", audio, len(audio) / SAMPLE_RATE, fps=30, size=(640, 480), frame=lambda i: canvas)
 
         segmentation_side_by_side(args, stages, tmp)
 
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 configs.append(("+ video, text+visual model (faces + fer)", str(vis), video))
             except Exception as e:  # noqa: BLE001 - a benchmark reports what it could not run
                 print(f"(text+visual timing model unavailable: {e})")
-        print(f"\ninput: {len(audio) / 16000:.1f} s, 8 utterances of 2.2-3.2 s, {args.repeats} repeats each")
+        print(f"\ninput: {len(audio) / SAMPLE_RATE:.1f} s, 8 utterances of 2.2-3.2 s, {args.repeats} repeats each")
         for name, model, vid in configs:
             rows, rtfs = [], []
             backend_name = args.backend if model == args.model else "torch"

@@ -1,7 +1,7 @@
 """Typed configuration of the live runtime's capture, VAD, ASR and speaker stages.
 
 Loaded from YAML (``configs/runtime.yaml``) with the same strict loader as the training
-config: an unknown key is an :class:`~train.errors.InputError` naming the file and the key.
+config: an unknown key is an :class:`~train.common.InputError` naming the file and the key.
 """
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 
+from train.common import InputError
 from train.config import build_dataclass, read_yaml  # the one strict YAML -> dataclass loader
-from train.errors import InputError
+from train.features.base import SAMPLE_RATE  # noqa: F401  every runtime audio path is 16 kHz mono float32
 
-SAMPLE_RATE = 16000  # every runtime audio path is 16 kHz mono float32
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_MODELS = PACKAGE_DIR / "models"  # the shipped models and encoders: the runtime's model search path
+DEMO_DIR = PACKAGE_DIR / "demo"  # the --demo sample conversation and the photo its video shows
+DEMO_FACE = DEMO_DIR / "astronaut_320.jpg"
 
 
 @dataclass

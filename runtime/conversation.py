@@ -1,8 +1,9 @@
 """The incremental conversation: a bounded window of the newest utterances, classified one by one.
 
-Each new utterance (its per-modality feature rows and its speaker) is appended and the model is
-run on the graph of the newest ``K`` utterances, where ``K = gcn_layers * past + 1``
-(:func:`train.graph.window_size`; ``K = 1`` for a model without the graph). The graph itself is
+Each new utterance (its per-modality feature rows and its speaker) is appended to a
+:class:`train.graph.ConversationWindow` and the model is run on the graph of the newest ``K``
+utterances, where ``K = gcn_layers * past + 1`` (:func:`train.graph.window_size`; ``K = 1`` for
+a model without the graph). The exported backends' whole-dialogue evaluation uses the same window. The graph itself is
 built by :func:`train.graph.build_graph` -- the function training uses -- inside the backend
 (``export.graph_inputs.step_feeds`` for the exported backends, ``train.batch.collate`` for
 torch). :mod:`train.graph` proves that the newest utterance's output on this window equals its
@@ -16,15 +17,13 @@ output it has when it is the newest; offline, later utterances would change it (
 """
 from __future__ import annotations
 
-import collections
 import logging
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from train.errors import InputError
-from train.graph import window_size
+from train.common import InputError
+from train.graph import ConversationWindow, window_size
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +39,8 @@ def backend_window(backend) -> int:
     return window_size(cfg.graph.past, cfg.model.gcn_layers) if cfg.model.use_graph else 1
 
 
-@dataclass
-class Turn:
-    """One utterance of the window: features[m] (d_m,) float32 (all-NaN = modality absent)."""
-
-    features: dict[str, np.ndarray]
-    speaker: int
-
-
 class Conversation:
-    """Keeps the newest ``window`` turns and classifies each new one: ``add(...) -> (C,) probs``.
+    """Keeps the newest ``window`` utterances and classifies each new one: ``add(...) -> (C,) probs``.
 
     ``backend``: a :mod:`train.backends` backend. Exported ones have ``step(features, speakers)``;
     the torch backend is called through ``predict`` on the window as a one-dialogue batch.
@@ -64,7 +55,7 @@ class Conversation:
         self.window = int(window or backend_window(backend))
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
-        self.turns: collections.deque[Turn] = collections.deque(maxlen=self.window)
+        self.turns = ConversationWindow(self.window)
         self.count = 0  # utterances classified so far
         if not self.manifest.causal:
             log.warning("model %s is bidirectional (future=%d): live labels use past context only and may differ "
@@ -77,10 +68,22 @@ class Conversation:
         ``features[m]``: (d_m,) float32 for every modality of the model; a row of NaN (or a
         missing key) means the modality is absent for this utterance and is masked out.
         """
-        self.turns.append(Turn(self._row(features), int(speaker)))
-        probs = self._run()
+        self.turns.append(self._row(features), speaker)
+        probs = self._classify(self.turns)
         self.count += 1
         return probs
+
+    def peek(self, features: Mapping[str, np.ndarray], speaker: int) -> np.ndarray:
+        """(C,) probabilities the utterance would get if it were added now, without adding it
+        (a provisional label: the window and the count stay as they are)."""
+        probe = self.turns.copy()
+        probe.append(self._row(features), speaker)
+        return self._classify(probe)
+
+    def relabel(self, mapping: Mapping[int, int]) -> None:
+        """Speakers found to be one voice (``{old id: new id}``): the window's utterances are
+        re-labelled, so the next graphs see the corrected same/other-speaker relations."""
+        self.turns.relabel(mapping)
 
     def _row(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         row = {}
@@ -94,42 +97,19 @@ class Conversation:
             row[m] = v
         return row
 
-    def peek(self, features: Mapping[str, np.ndarray], speaker: int) -> np.ndarray:
-        """(C,) probabilities the utterance would get if it were added now, without adding it
-        (a provisional label: the window and the count stay as they are)."""
-        saved = self.turns
-        self.turns = collections.deque(saved, maxlen=self.window)
-        try:
-            self.turns.append(Turn(self._row(features), int(speaker)))
-            return self._run()
-        finally:
-            self.turns = saved
-
-    def relabel(self, mapping: Mapping[int, int]) -> None:
-        """Speakers found to be one voice (``{old id: new id}``): the window's turns are re-labelled,
-        so the next graphs see the corrected same/other-speaker relations."""
-        for t in self.turns:
-            t.speaker = int(mapping.get(t.speaker, t.speaker))
-
     def warm_up(self, calls: int = 12) -> None:
         """Run the backend on dummy windows of every size so the first real utterances do not pay
         for lazy initialisation (the torch backend's first ~10 calls cost ~250 ms each, measured
         with PyG on this CPU; onnxruntime's first call allocates its buffers). State is untouched."""
-        probe = Conversation.__new__(Conversation)
-        probe.__dict__.update(self.__dict__)
-        probe.turns = collections.deque(maxlen=self.window)
+        probe = ConversationWindow(self.window)
         rng = np.random.default_rng(0)
         for i in range(calls):
-            probe.turns.append(Turn({m: rng.normal(size=d).astype(np.float32) for m, d in self.dims.items()}, i % 2))
-            probe._run()
+            probe.append({m: rng.normal(size=d).astype(np.float32) for m, d in self.dims.items()}, i % 2)
+            self._classify(probe)
 
-    def window_arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The window as (K, d_m) features per modality and (K,) speakers, oldest first."""
-        feats = {m: np.stack([t.features[m] for t in self.turns]) for m in self.modalities}
-        return feats, np.array([t.speaker for t in self.turns], np.int64)
-
-    def _run(self) -> np.ndarray:
-        feats, speakers = self.window_arrays()
+    def _classify(self, window: ConversationWindow) -> np.ndarray:
+        """(C,) probabilities of the newest utterance of ``window``."""
+        feats, speakers = window.arrays(self.modalities)
         if self._step is not None:
             return np.asarray(self._step(feats, speakers), np.float32)[-1]
         import torch

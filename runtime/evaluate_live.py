@@ -56,7 +56,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("runtime.evaluate_live")
 
@@ -181,19 +181,27 @@ def purity_counts(finals: Sequence[dict], gold: Sequence[GoldUtterance]) -> tupl
 
 
 def word_edits(reference: str, hypothesis: str, whisper_norm: bool = False) -> tuple[int, int]:
-    """(word edits, reference words) on normalised words (:func:`runtime.asr.normalize_words`).
+    """(word edits, reference words) on normalised words (:func:`runtime.asr.normalize_words`),
+    counted by jiwer.
 
     ``whisper_norm``: first apply Whisper's English text normalizer (the one Whisper's WER figures
     use: "seven hundred" = "700", "she's" = "she is", British = American spelling)."""
-    from runtime.asr import normalize_words, word_error_rate
+    import jiwer
+
+    from runtime.asr import normalize_words
 
     if whisper_norm:
         from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
         norm = EnglishTextNormalizer({})
         reference, hypothesis = norm(reference), norm(hypothesis)
-    n = len(normalize_words(reference))
-    return (int(round(word_error_rate(reference, hypothesis) * n)) if n else len(normalize_words(hypothesis))), n
+    ref, hyp = " ".join(normalize_words(reference)), " ".join(normalize_words(hypothesis))
+    if not ref:
+        return len(hyp.split()), 0
+    if not hyp:
+        return len(ref.split()), len(ref.split())
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, len(ref.split())
 
 
 # -- one dialogue --------------------------------------------------------------------------------

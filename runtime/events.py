@@ -38,20 +38,63 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any, Literal, Mapping, Sequence, TypedDict
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 
 STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
 
 
+class UtteranceEvent(TypedDict):
+    """One labelled utterance (the module docstring says what each field means)."""
+
+    type: Literal["utterance"]
+    final: bool
+    index: int
+    start: float
+    end: float
+    speaker: int
+    text: str
+    emotion: str
+    probs: dict[str, float]
+    latency_ms: dict[str, float]
+    modalities: list[str]
+
+
+class SpeakerUpdateEvent(TypedDict):
+    """Speaker ids found to be one voice: ``merged`` ids now read ``into`` in the final ``indices``."""
+
+    type: Literal["speaker_update"]
+    merged: list[int]
+    into: int
+    indices: list[int]
+
+
+class StatusEvent(TypedDict, total=False):
+    """Session start / end; further fields (model, backend, sources, counts, reason) vary."""
+
+    type: Literal["status"]
+    state: str
+    time: float
+
+
+class WarningEvent(TypedDict, total=False):
+    """Something was skipped or stopped working and the session went on; may carry ``source``..."""
+
+    type: Literal["warning"]
+    message: str
+
+
+Event = UtteranceEvent | SpeakerUpdateEvent | StatusEvent | WarningEvent
+
+
 def utterance_event(index: int, start: float, end: float, speaker: int, text: str, labels: Sequence[str],
                     probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = (),
-                    final: bool = True) -> dict[str, Any]:
+                    final: bool = True) -> UtteranceEvent:
     """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``.
 
     ``final``: False for a provisional label of the utterance so far (at a pause inside it)."""
@@ -73,17 +116,17 @@ def utterance_event(index: int, start: float, end: float, speaker: int, text: st
     }
 
 
-def speaker_update_event(merged: int, into: int, indices: Sequence[int]) -> dict[str, Any]:
+def speaker_update_event(merged: int, into: int, indices: Sequence[int]) -> SpeakerUpdateEvent:
     """Speaker ``merged`` turned out to be speaker ``into``: the final utterances ``indices``
     (which carried ``merged``) now carry ``into``; ``merged`` is never used again."""
     return {"type": "speaker_update", "merged": [int(merged)], "into": int(into), "indices": [int(i) for i in indices]}
 
 
-def status_event(state: str, **fields: Any) -> dict[str, Any]:
+def status_event(state: str, **fields: Any) -> StatusEvent:
     return {"type": "status", "state": state, "time": round(time.time(), 3), **fields}
 
 
-def warning_event(message: str, **fields: Any) -> dict[str, Any]:
+def warning_event(message: str, **fields: Any) -> WarningEvent:
     return {"type": "warning", "message": message, **fields}
 
 

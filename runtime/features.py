@@ -31,15 +31,16 @@ from typing import Sequence
 import numpy as np
 
 from runtime.config import SAMPLE_RATE
-from train.errors import InputError
-from train.features.base import FeatureExtractor, UtteranceInput
+from train.common import InputError
+from train.features.base import MAX_CONTEXT_TURNS, FeatureExtractor, UtteranceInput
 from train.model_dir import ModelManifest
 
 log = logging.getLogger(__name__)
 
-# Past turns handed to text extractors as context (those that read it take what they need).
-MAX_CONTEXT_TURNS = 8
-
+# Per-frame visual results kept (oldest dropped first). An utterance asks only for frames still in
+# the recognizer's frame history (at most history_s * history_fps = 20 s * 5 fps = 100 frames by
+# default, runtime.config.VideoConfig); 512 covers a history five times that long.
+FRAME_CACHE_FRAMES = 512
 
 @dataclass
 class UtteranceData:
@@ -92,7 +93,6 @@ class FeatureBuilder:
         # speaks (precompute_frame), so that at the end of an utterance only the frames not yet
         # seen remain to be done. Bounded; the extractor is not thread-safe, hence the lock.
         self._frame_cache: collections.OrderedDict[int, np.ndarray | None] = collections.OrderedDict()
-        self._frame_cache_max = 512
         self._visual_lock = threading.Lock()
 
     @staticmethod
@@ -133,7 +133,7 @@ class FeatureBuilder:
             found = self.extractors["visual"].faces(image, largest_only=True, where=f"frame {frame_id}")
             row = np.asarray(found[0].features, np.float32) if found else None
             self._frame_cache[frame_id] = row
-            while len(self._frame_cache) > self._frame_cache_max:
+            while len(self._frame_cache) > FRAME_CACHE_FRAMES:
                 self._frame_cache.popitem(last=False)
             return row
 

@@ -33,13 +33,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from runtime.config import SAMPLE_RATE, load_runtime_config
+from runtime.config import DEMO_DIR, SAMPLE_RATE, load_runtime_config
 from runtime.events import EventWriter, StatusLine
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("runtime.live")
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_VIDEO = DEMO_DIR / "demo.mp4"
 # --fast: file reading stays at most this far ahead of the segmenter, and waits while an utterance
 # is being processed, so each utterance's latency is measured as a live one would be (no queueing

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,9 @@ from runtime.conversation import Conversation
 from runtime.events import speaker_update_event, status_event, utterance_event, warning_event
 from runtime.features import FeatureBuilder, UtteranceData
 from runtime.video import Frame, FrameHistory, LatestFrame
-from train.errors import InputError
+from train.common import InputError
+from train.features.base import MAX_CONTEXT_TURNS
+from train.graph import present_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,21 @@ BACKEND_ORDER = ("trt", "onnx-int8", "onnx", "torch")
 _END = object()
 
 
+def load_model(model: str | Path = "iemocap", backend: str | None = None):
+    """Load a model for :class:`Recognizer`: a model directory or a name (the shipped ``iemocap``,
+    ``meld``, or one in ``$ARIIGCN_MODEL_PATH``) on ``backend`` (None: the fastest that works,
+    see :func:`select_backend`). The result has ``name`` (the backend), ``manifest`` (labels,
+    modalities) and goes into ``Recognizer(backend=...)``; several recognizers may share it."""
+    return select_backend(model, backend)[0]
+
+
 def select_backend(model: str | Path, name: str | None = None):
     """Load the model with backend ``name``, or with the fastest one that works when None.
 
     Returns ``(backend, notes)``: ``notes`` says why each faster backend was passed over (logged
     as well). A backend named explicitly that cannot load is an error, never a silent fallback.
     """
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     if name is not None:
         return load_backend(model, name), []
@@ -123,7 +133,7 @@ class Recognizer:
     Args:
         model: shipped model name or model directory.
         backend: ``torch|onnx|onnx-int8|trt`` or None for the fastest available, or a loaded
-            backend object.
+            model (:func:`load_model`).
         config: capture/VAD/ASR/speaker settings (``configs/runtime.yaml``).
         realtime: the audio arrives as it is spoken (microphone, paced replay); False for files
             processed as fast as possible (changes only how latency is measured).
@@ -174,7 +184,7 @@ class Recognizer:
         self._arrivals_lock = threading.Lock()
         self.samples_pushed = 0
         self.vad_position = 0  # samples the segmenter has consumed
-        self._history_data: collections.deque[UtteranceData] = collections.deque(maxlen=8)
+        self._history_data: collections.deque[UtteranceData] = collections.deque(maxlen=MAX_CONTEXT_TURNS)
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._closed = threading.Event()
@@ -465,7 +475,7 @@ class Recognizer:
         rows, per_mod = self.features.build(data, list(self._history_data))
         lat["features"] = (time.perf_counter() - t) * 1000.0
         lat.update({f"features.{m}": ms for m, ms in per_mod.items()})
-        present = [m for m, r in rows.items() if np.isfinite(r).all()]
+        present = [m for m, r in rows.items() if present_rows(r)]
         if utt.final and self.uses_video and "visual" not in present and self.video and not self._video_lost:
             self.stats.faceless += 1
             if self.stats.faceless == 1 or not p.frames:

@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.config import SAMPLE_RATE
 from runtime.events import EventWriter
-from train.errors import InputError
+from train.common import InputError, move_into_place
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +127,11 @@ class Recorder:
                 for packet in self._stream.encode():
                     self._video.mux(packet)
                 self._video.close()
-                os.replace(_partial(self.dir / VIDEO_FILE), self.dir / VIDEO_FILE)
+                move_into_place(_partial(self.dir / VIDEO_FILE), self.dir / VIDEO_FILE)
                 done.append(self.dir / VIDEO_FILE)
         self.events.close()
         for name in (AUDIO_FILE, EVENTS_FILE):
-            os.replace(_partial(self.dir / name), self.dir / name)
+            move_into_place(_partial(self.dir / name), self.dir / name)
             done.append(self.dir / name)
         log.info("recorded %.1f s of audio, %d video frames, %d events in %s", self.samples / SAMPLE_RATE,
                  self.frames_written, self.events.count, self.dir)

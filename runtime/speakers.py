@@ -40,8 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, SpeakerConfig
-from train.errors import InputError
-from train.features.base import file_sha256
+from train.common import InputError, atomic_file, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +89,10 @@ def ensure_encoder_onnx(cache_dir: str | Path | None = None, checkpoint: str | P
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = build_encoder_onnx(ckpt)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     import onnx
 
-    onnx.save(model, str(tmp))
-    os.replace(tmp, target)
+    with atomic_file(target) as tmp:
+        onnx.save(model, str(tmp))
     log.info("built ONNX voice encoder from %s in %.1f s -> %s", ckpt, time.perf_counter() - t0, target)
     return target
 
@@ -193,7 +191,7 @@ class VoiceEncoder:
     """resemblyzer's speaker encoder on onnxruntime: ``embed(audio) -> (256,) float32``, unit norm."""
 
     def __init__(self, cache_dir: str | Path | None = None, model_path: str | Path | None = None, threads: int = 1):
-        from export.ort_session import make_session
+        from train.common import make_session
 
         path = Path(model_path) if model_path else ensure_encoder_onnx(cache_dir)
         self.session = make_session(path, providers=["CPUExecutionProvider"], threads=threads, what="ONNX voice encoder")
@@ -409,6 +407,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from train.errors import run_cli
+    from train.common import run_cli
 
     raise SystemExit(run_cli(main))

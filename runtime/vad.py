@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, VadConfig
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class SileroVAD:
     """Stateful silero VAD: ``probs(windows) -> P(speech)`` for consecutive 512-sample windows."""
 
     def __init__(self, model_path: str | Path | None = None, threads: int = 1):
-        from export.ort_session import make_session
+        from train.common import make_session
 
         path = Path(model_path) if model_path else default_vad_model()
         self.session = make_session(path, providers=["CPUExecutionProvider"], threads=threads, what="VAD model")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.config import VideoConfig
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 

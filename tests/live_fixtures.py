@@ -162,8 +162,26 @@ def visual_model() -> Path:
 
 
 def wer_of(events: list[dict], script: dict) -> float:
-    from runtime.asr import word_error_rate
-
     hyp = " ".join(e["text"] for e in events if e["type"] == "utterance" and e["final"])
     ref = " ".join(u["text"] for u in script["utterances"])
     return word_error_rate(ref, hyp)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER (jiwer) on the runtime's normalised words (lower case, no punctuation)."""
+    import jiwer
+
+    from runtime.asr import normalize_words
+
+    return float(jiwer.wer(" ".join(normalize_words(reference)), " ".join(normalize_words(hypothesis))))
+
+
+def check_fastest_exported_backend(name: str, skipped: list[str]) -> None:
+    """With no backend named, the runtime took the fastest of ``BACKEND_ORDER`` that loads here: a
+    torch-free one the export provides (trt on a Jetson, onnx-int8 on a CPU), every faster one
+    reported as skipped with its reason, torch never chosen while the export is there."""
+    from export.backends import BACKENDS
+    from runtime.recognizer import BACKEND_ORDER
+
+    assert name in BACKEND_ORDER and name != "torch" and name in BACKENDS, name
+    assert [note.split(":")[0] for note in skipped] == list(BACKEND_ORDER[: BACKEND_ORDER.index(name)]), skipped

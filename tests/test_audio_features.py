@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("opensmile", reason="openSMILE is not installed (pip install opensmile, or the 'live' extra)")
 
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 from train.features.audio import DIM, IS10Extractor  # noqa: E402
 from train.features.base import UtteranceInput  # noqa: E402
 

@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 from runtime.conversation import Conversation, backend_window  # noqa: E402
 from tests.train_fixtures import tiny_config  # noqa: E402
 from train.data.corpus import Dialogue  # noqa: E402
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 from train.graph import window_size  # noqa: E402
 
 MODS = ("text", "audio", "visual")
@@ -77,7 +77,7 @@ def offline(backend, feats, speakers) -> np.ndarray:
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_incremental_equals_offline_causal(models, setting):
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     backend = load_backend(models[setting], "torch")
     graph, model = SETTINGS[setting]
@@ -96,7 +96,7 @@ def test_incremental_equals_offline_causal(models, setting):
 
 def test_window_is_what_makes_it_exact(models):
     """Control: a window one utterance too short does change outputs (the test above can fail)."""
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     backend = load_backend(models["past2-L2"], "torch")
     feats, speakers = random_conversation(20, 5)
@@ -109,7 +109,7 @@ def test_exported_backend_matches_offline_and_sees_bounded_windows(models, tmp_p
     """The ONNX step backend, fed window by window, gives the torch offline result; every call
     gets at most ``window`` utterances however long the conversation (flat per-utterance cost)."""
     from export.__main__ import main as export_main
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     model = models["past2-L2"]
     assert export_main(["--model", str(model), "--out", str(tmp_path / "export"), "--no-text", "--no-parity"]) == 0
@@ -127,7 +127,7 @@ def test_exported_backend_matches_offline_and_sees_bounded_windows(models, tmp_p
 
 
 def test_bad_features_and_bidirectional_warning(models, tmp_path, caplog):
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     backend = load_backend(models["past2-L2"], "torch")
     conv = Conversation(backend)

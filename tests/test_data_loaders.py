@@ -12,7 +12,7 @@ import pytest
 
 from tests import synthetic_pickles as sp
 from train.data import IEMOCAP_LABELS, MELD_LABELS, MELD_SENTIMENTS, load_corpus, summarize
-from train.errors import InputError
+from train.common import InputError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IEMOCAP_PKL = DATA / "iemocap" / "iemocap_trainval.pkl"
@@ -425,3 +425,18 @@ def test_fix_text(raw, fixed):
     from train.data import fix_text
 
     assert fix_text(raw) == fixed
+
+
+@pytest.mark.parametrize("fill", [0.0, np.nan])
+def test_all_zero_or_all_nan_rows_are_missing_modalities(tmp_path, fill):
+    """A whole row of zeros (the community files' zero-fill) or of NaN is a missing modality: a NaN
+    row in the corpus (masked out of the graph), with a note; a single NaN stays an error above."""
+    from train.data import load_corpus
+
+    syn = _drnn()
+    did = syn.test_ids[1]
+    syn.obj[4][did][1] = np.full_like(syn.obj[4][did][1], fill)
+    corpus = load_corpus(_write(tmp_path, syn.obj))
+    d = next(x for x in corpus.dialogues if x.id == str(did))
+    assert np.isnan(d.features["audio"][1]).all() and np.isfinite(d.features["audio"][0]).all()
+    assert any("1 audio feature row(s) are all zero or all NaN" in n for n in corpus.notes)

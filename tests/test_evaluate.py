@@ -57,7 +57,7 @@ def test_text_report_and_confusion_png(setup, capsys, tmp_path):
 
 
 def test_empty_split_is_a_clear_error(setup, tmp_path, capsys):
-    from train.errors import run_cli
+    from train.common import run_cli
     from train.evaluate import main
 
     _, _, model = setup
@@ -69,7 +69,7 @@ def test_empty_split_is_a_clear_error(setup, tmp_path, capsys):
 
 
 def test_unknown_backend_names_the_available_ones(setup, capsys):
-    from train.errors import run_cli
+    from train.common import run_cli
     from train.evaluate import main
 
     _, data, model = setup
@@ -79,10 +79,9 @@ def test_unknown_backend_names_the_available_ones(setup, capsys):
 
 
 def test_registered_backend_is_used(setup):
-    """The one interface the export backends plug into: a registered factory serves --backend NAME."""
+    """The one interface the export backends implement: evaluate() scores any backend object passed in."""
     import numpy as np
 
-    from train import backends
     from train.evaluate import evaluate
     from train.model_dir import read_manifest
 
@@ -102,17 +101,14 @@ def test_registered_backend_is_used(setup):
                 out.append(p)
             return out
 
-    backends.register_backend("constant", Constant)
-    try:
-        r = evaluate(str(model), str(data), "test", backend="constant")
-    finally:
-        backends._REGISTRY.pop("constant")
+    r = evaluate(str(model), str(data), "test", backend=Constant(model))  # any backend object, passed in
+    assert r["backend"] == "constant"
     assert r["per_class_f1"]["neutral"] > 0 and all(v == 0 for k, v in r["per_class_f1"].items() if k != "neutral")
 
 
 def test_labels_of_another_dataset_are_refused(setup, tmp_path, capsys):
     from tests.synthetic_pickles import write_dialoguernn_meld
-    from train.errors import run_cli
+    from train.common import run_cli
     from train.evaluate import main
 
     _, _, model = setup
@@ -124,6 +120,27 @@ def test_labels_of_another_dataset_are_refused(setup, tmp_path, capsys):
 
 # --- shipped models ----------------------------------------------------------------------------
 
+SHIPPED = ROOT / "runtime" / "models"
+
+
+def test_model_names_resolve_only_through_a_search_path(tmp_path):
+    """train knows no shipped folder: a name needs $ARIIGCN_MODEL_PATH (or the runtime's own dir)."""
+    code = ("from train.model_dir import resolve_model_dir; from train.common import run_cli; "
+            "import sys; sys.exit(run_cli(lambda a: print(resolve_model_dir('iemocap')), []))")
+    env = {k: v for k, v in os.environ.items() if k != "ARIIGCN_MODEL_PATH"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "ARIIGCN_MODEL_PATH" in res.stderr, res.stderr
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**env, "PYTHONPATH": str(ROOT), "ARIIGCN_MODEL_PATH": str(SHIPPED)})
+    assert res.returncode == 0 and Path(res.stdout.strip()) == SHIPPED / "iemocap", res.stderr
+    # the runtime passes its shipped models itself
+    code = code.replace("from train.model_dir", "import runtime; from train.model_dir")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and Path(res.stdout.strip()).resolve() == (SHIPPED / "iemocap").resolve(), res.stderr
+
+
 @pytest.mark.parametrize("name,labels,ext", [("iemocap", IEMOCAP_LABELS, "minilm"), ("meld", MELD_LABELS, "minilm-ctx-meld")])
 def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext):
     code = (
@@ -134,7 +151,8 @@ def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext):
         " 'ext': m.extractors['text'].name, 'dim': m.dims['text'], 'torch': 'torch' in sys.modules,"
         f" 'metrics': read_metrics({name!r}) is not None}}))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "ARIIGCN_MODEL_PATH": str(SHIPPED)})
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert info["labels"] == labels
@@ -165,11 +183,12 @@ def test_shipped_models_fit_the_size_budget():
 
 @pytest.mark.skipif(not (SHARED / "iemocap" / "iemocap_trainval.pkl").is_file(),
                     reason="../shared/data is absent (IEMOCAP data beside the repo)")
-def test_shipped_iemocap_model_reproduces_its_card_on_validation(tmp_path):
+def test_shipped_iemocap_model_reproduces_its_card_on_validation(tmp_path, monkeypatch):
     """The shipped weights + the extractor its manifest names give the validation figures it ships with."""
     from train.evaluate import evaluate
     from train.model_dir import read_metrics
 
+    monkeypatch.setenv("ARIIGCN_MODEL_PATH", str(SHIPPED))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     r = evaluate("iemocap", str(SHARED / "iemocap" / "iemocap_trainval.pkl"), "valid", cache_dir=str(tmp_path))
     shipped = read_metrics("iemocap")["selected"]["valid"]

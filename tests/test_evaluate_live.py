@@ -81,7 +81,7 @@ def test_command_on_a_rendered_dialogue(tmp_path, capsys):
 
 def test_command_refuses_bad_input(tmp_path):
     from runtime.evaluate_live import main
-    from train.errors import InputError
+    from train.common import InputError
 
     with pytest.raises(InputError, match="corpus file not found"):
         main(["--data", str(tmp_path / "missing.pkl")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +13,19 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("onnxruntime")
 
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import UtteranceInput
 
 TURNS = [("0", "I finally got the job."), ("1", "That is wonderful news!"), ("0", "Thank you, I was so nervous."),
          ("1", "Why did you not tell me before?"), ("0", "I did not want you to worry.")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shipped_models_by_name():
+    """``meld`` and ``minilm-ctx-meld`` are found by name through the model search path."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARIIGCN_MODEL_PATH", str(Path(__file__).resolve().parents[1] / "runtime" / "models"))
+        yield
 
 
 @pytest.fixture(scope="module")

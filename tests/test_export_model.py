@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 from tests.train_fixtures import tiny_config, write_config, write_dialoguernn_iemocap  # noqa: E402
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = ("text", "audio", "visual")
@@ -157,7 +157,7 @@ def test_default_int8_is_dynamic_smaller_and_agrees(trained, tmp_path):
 def test_onnx_backends_match_torch_on_all_splits(trained):
     """FP32 ONNX within 1e-4 of torch, also with missing modality rows; INT8 (calibrated on the
     training conversations) agrees with torch on >= 99% of labels over every split."""
-    from train.backends import load_backend
+    from export.backends import load_backend
     from train.data import load_corpus
     from train.model_dir import load_model
 
@@ -177,7 +177,9 @@ def test_onnx_backends_match_torch_on_all_splits(trained):
 
 
 def test_evaluate_cli_with_exported_backends(trained, capsys):
-    from train.evaluate import main
+    """python -m export.evaluate: train's scoring with the exported backends; train.evaluate has torch only."""
+    from export.evaluate import main
+    from train.evaluate import main as train_main
 
     _, data, model, _ = trained
     reports = {}
@@ -187,6 +189,10 @@ def test_evaluate_cli_with_exported_backends(trained, capsys):
     assert reports["onnx"]["weighted_f1"] == pytest.approx(reports["torch"]["weighted_f1"], abs=1e-9)
     assert reports["onnx"]["n"] == reports["torch"]["n"] > 0
     assert reports["torch"]["weighted_f1"] - reports["onnx-int8"]["weighted_f1"] <= 0.5
+    from train.common import run_cli
+
+    assert run_cli(train_main, ["--model", str(model), "--data", str(data), "--split", "test", "--backend", "onnx"]) == 2
+    assert "unknown backend 'onnx'; available: torch" in capsys.readouterr().err
 
 
 def test_step_api_and_wrong_feature_dimension(trained):
@@ -252,7 +258,7 @@ def test_trt_without_tensorrt_is_one_clear_error(trained, tmp_path):
 
 def test_manifest_mismatch_other_model_version(trained, tmp_path):
     """An export from another version of the model is refused, naming both versions."""
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     _, _, model, _ = trained
     changed = tmp_path / "changed"
@@ -283,7 +289,7 @@ def test_manifest_mismatch_swapped_file(trained, tmp_path):
 
 
 def test_backend_without_export(tmp_path, trained):
-    from train.backends import load_backend
+    from export.backends import load_backend
 
     _, _, model, _ = trained
     bare = tmp_path / "bare"

@@ -7,9 +7,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from export.ort_session import make_session  # noqa: E402
+from train.common import InputError, make_session  # noqa: E402
 from export.quantize import calibration_reader, convert_fp16, quantize_dynamic_int8, quantize_static_int8  # noqa: E402
-from train.errors import InputError  # noqa: E402
 
 D_IN, D_HID, D_OUT = 32, 64, 6
 

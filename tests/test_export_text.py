@@ -15,7 +15,7 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("sentence_transformers")
 
 from export.text_encoder import PARITY_TEXTS, export_text_encoder, quantize_text_encoder  # noqa: E402
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 from train.features.base import UtteranceInput  # noqa: E402
 from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, TOKENIZER_FILE, OnnxMiniLMExtractor  # noqa: E402
 

@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from train.data.corpus import Corpus, Dialogue
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 from train.extract import attach_features, cache_path, extract_corpus
 from train.extract.__main__ import main as cli_main
 from train.features import registry

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from train.data.corpus import Corpus, Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import FeatureExtractor, UtteranceInput
 from train.features.text_context import (
     ADAPTER_WEIGHTS,
@@ -38,7 +38,7 @@ LABELS = ["happy", "sad", "neutral", "angry", "excited", "frustrated"]
 def test_input_for_t_holds_only_t_and_its_newest_k_past_turns():
     texts = [f"word{i} said here" for i in range(8)]
     speakers = ["M", "F", "F", "M", "F", "M", "M", "F"]
-    for k in (0, 1, 3, 10):
+    for k in (0, 1, 3, 8):  # 8: the most the runtime keeps, more than most utterances here have
         fmt = ContextFormat(turns=k)
         inputs = format_dialogue(texts, speakers, fmt)
         for t, s in enumerate(inputs):
@@ -308,9 +308,10 @@ def test_registry_and_attach_features_use_the_context(trained, tmp_path):
 
 def test_onnx_export_of_the_merged_encoder_matches_torch(trained, tmp_path):
     pytest.importorskip("onnxruntime")
-    from train.features.text_context import OnnxContextTextExtractor, export_onnx
+    from export.text_encoder import export_context_encoder
+    from train.features.text_context import OnnxContextTextExtractor
 
-    export_onnx(trained.out, tmp_path / "onnx")
+    export_context_encoder(trained.out, tmp_path / "onnx")
     onnx_ex = OnnxContextTextExtractor(tmp_path / "onnx")
     torch_ex = ContextTextExtractor(trained.out, device="cpu")
     assert onnx_ex.identity == torch_ex.identity

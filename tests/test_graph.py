@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.graph import (build_graph, build_window_graph, num_relations, receptive_field, relation_names,
+from train.graph import (ConversationWindow, build_graph, num_relations, present_rows, receptive_field, relation_names,
                          window_size)
 
 
@@ -111,9 +111,17 @@ def test_window_graph_matches_full_graph(future):
         speakers = rng.integers(0, 3, n)
         present = rng.random((n, n_mod)) < 0.75
         ei, et = build_graph(speakers, present, past, future)
-        start, wi, wt = build_window_graph(speakers, present, past, future, layers)
-        k = n - start
+        # the runtime's window: utterances appended one by one, an absent modality a NaN row
+        window = ConversationWindow(window_size(past, layers))
+        mods = [f"m{m}" for m in range(n_mod)]
+        for i in range(n):
+            window.append({m: np.where(present[i, j], 1.0, np.nan)[None] for j, m in enumerate(mods)}, speakers[i])
+        feats, wspk = window.arrays(mods)
+        k = len(window)
+        start = n - k
         assert k == min(n, window_size(past, layers))
+        assert (wspk == speakers[start:]).all()
+        wi, wt = build_graph(wspk, np.stack([present_rows(feats[m]) for m in mods], axis=1), past, future)
         needed = set(range(max(0, n - 1 - (layers - 1) * past), n))
         full = _incoming(ei, et, n, needed)
         win = {i + start: {(s + start, a, b, t) for s, a, b, t in e}

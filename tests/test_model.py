@@ -8,7 +8,7 @@ import torch
 from train.batch import collate
 from train.config import config_from_dict
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.graph import window_size
 from train.model import ARIIGCN, ModelOutput
 from train.objective import Objective
@@ -136,13 +136,51 @@ def test_losses_finite_and_backprop_into_generators_and_discriminators(n_mod):
 
 def test_gradient_reversal_sign():
     """Under grl the generators receive the negated (lambda-scaled) gradient of the discriminator loss."""
-    model, batch, _, _ = model_and_batch(2, adversarial={"grl_lambda": 0.5}, model={"dropout": 0.0})
+    model, batch, _, _ = model_and_batch(2, adversarial={"schedule": "grl", "grl_lambda": 0.5}, model={"dropout": 0.0})
     gen = model._generate(batch.features, batch.present)
     direct = torch.autograd.grad(model.discriminator_loss(ModelOutput(None, None, gen, model.adversary.judge(gen)), batch),
                                  gen)[0]
     out = model(batch)
     reversed_ = torch.autograd.grad(model.losses(out, batch)["adv"], out.generated, retain_graph=True)[0]
     assert torch.allclose(reversed_, -0.5 * direct, atol=1e-6)
+
+
+def test_paper_schedule_splits_the_gradients():
+    """Under paper the generators get exactly the gradient of L_G (fool the OTHER modalities'
+    discriminators) and the discriminators exactly that of L_D; grl differs from it."""
+    from train.model.adversarial import discriminator_loss, generator_loss
+
+    model, batch, _, _ = model_and_batch(3, model={"dropout": 0.0}, adversarial={"r1": 0.0})
+    assert model.cfg.adversarial.schedule == "paper"
+    out = model(batch)
+    adv = model.losses(out, batch)["adv"]
+    g_paper = torch.autograd.grad(adv, out.generated, retain_graph=True)[0]
+    d_params = model.discriminator_parameters()
+    d_paper = torch.autograd.grad(adv, d_params)
+    gen = out.generated.detach().requires_grad_(True)
+    g_want = torch.autograd.grad(generator_loss(model.adversary.judge(gen), batch.present), gen)[0]
+    d_want = torch.autograd.grad(discriminator_loss(model.adversary.judge(gen.detach()), batch.present), d_params)
+    assert torch.allclose(g_paper, g_want, atol=1e-7) and g_want.abs().sum() > 0
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(d_paper, d_want))
+    # L_G is the OTHER discriminators' verdict only: a change to D_m's own score of g^m leaves it alone
+    judged = model.adversary.judge(gen)
+    bumped = judged.clone()
+    for m in range(3):
+        bumped[m, m] += 5.0
+    assert torch.allclose(generator_loss(bumped, batch.present), generator_loss(judged, batch.present))
+    # the R1 penalty (default on) reaches the discriminators only
+    with_r1, _, _, _ = model_and_batch(3, model={"dropout": 0.0})
+    with_r1.load_state_dict(model.state_dict())
+    out_r = with_r1(batch)
+    losses_r = with_r1.losses(out_r, batch)
+    assert losses_r["adv_r1"] > 0
+    assert torch.allclose(torch.autograd.grad(losses_r["adv"], out_r.generated, retain_graph=True)[0], g_want, atol=1e-7)
+    assert not all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(losses_r["adv"], with_r1.discriminator_parameters()), d_want))
+    grl, batch_g, _, _ = model_and_batch(3, adversarial={"schedule": "grl"}, model={"dropout": 0.0})
+    grl.load_state_dict(model.state_dict())
+    out_g = grl(batch_g)
+    g_grl = torch.autograd.grad(grl.losses(out_g, batch_g)["adv"], out_g.generated)[0]
+    assert not torch.allclose(g_grl, g_want, atol=1e-4)
 
 
 def test_switches_turn_parts_off():
@@ -172,7 +210,7 @@ def test_unlabelled_utterances_are_ignored():
 # ---------------------------------------------------------------------------------------------
 # training step
 
-@pytest.mark.parametrize("schedule", ["grl", "alternating"])
+@pytest.mark.parametrize("schedule", ["paper", "grl", "alternating"])
 def test_objective_step_updates_generators_and_discriminators(schedule):
     model, batch, cfg, _ = model_and_batch(3, adversarial={"schedule": schedule})
     obj = Objective(model, cfg, lr=1e-2)
@@ -200,7 +238,7 @@ def test_alternating_generators_do_not_train_discriminators():
     assert main | disc == {id(p) for p in model.parameters()}
 
 
-@pytest.mark.parametrize("schedule", ["grl", "alternating"])
+@pytest.mark.parametrize("schedule", ["paper", "grl", "alternating"])
 def test_objective_under_ddp(tmp_path, schedule):
     """A single-process gloo DDP wrapper: steps run and match the unwrapped model's first step."""
     import torch.distributed as dist
@@ -315,14 +353,14 @@ def test_window_newest_utterance_bidirectional():
 @pytest.mark.parametrize("n_mod,use_graph", [(1, True), (3, True), (3, False)])
 def test_dense_formulation_matches_pyg(n_mod, use_graph):
     """The documented dense math (what export uses) equals the PyG RGCN model."""
-    from train.model.rgcn import dense_adjacency
+    from train.model.rgcn import row_normalised_adjacency
 
     model, batch, cfg, _ = model_and_batch(n_mod, graph={"future": 1}, model={"use_graph": use_graph})
     model.eval()
     present = batch.present.clone()
     present[::4, -1] = False
     batch.present = present
-    adj = dense_adjacency(batch.edge_index, batch.edge_type, batch.num_nodes, model.num_relations)
+    adj = row_normalised_adjacency(batch.edge_index, batch.edge_type, batch.num_nodes, model.num_relations)
     assert adj.shape == (model.num_relations, batch.num_nodes, batch.num_nodes)
     with torch.no_grad():
         assert torch.allclose(model.forward_dense(batch.features, batch.present, adj), model(batch).logits, atol=1e-5)

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
     pytest.skip("espeak-ng and sox are needed for test speech: apt-get install -y espeak-ng sox", allow_module_level=True)
 
-from runtime.config import RuntimeConfig  # noqa: E402
+from runtime.config import DEMO_FACE, RuntimeConfig  # noqa: E402
 from runtime.recognizer import Recognizer  # noqa: E402
 from runtime.speakers import SpeakerTracker  # noqa: E402
 from runtime.tools.make_speech import read_wav  # noqa: E402
@@ -77,7 +77,7 @@ def test_one_event_per_utterance(speech):
     audio, script = speech
     model = fx.text_model()
     rec = make_recognizer(model).start()
-    assert rec.backend.name == "onnx-int8"  # the fastest available here (no TensorRT)
+    fx.check_fastest_exported_backend(rec.backend.name, rec.backend_notes)
     push_file(rec, audio, paced=True)
     events = list(rec.events(timeout=60))
     utts = utterances(events)
@@ -158,7 +158,7 @@ def test_visual_modality_from_frames_and_masked_without_faces(speech):
     import cv2
 
     audio, script = speech
-    face = cv2.imread(str(fx.Path(__file__).parent / "assets" / "astronaut_320.jpg"))
+    face = cv2.imread(str(DEMO_FACE))
     blank = np.full_like(face, 128)
     half = script["utterances"][4]["start"] - 0.2
     frames = [(k / 5, face if k / 5 < half else blank) for k in range(int(len(audio) / 16000 * 5))]
@@ -186,10 +186,10 @@ def test_visual_cache_gives_the_extractors_result():
     import cv2
 
     from runtime.features import FeatureBuilder, UtteranceData
-    from train.backends import load_backend
+    from export.backends import load_backend
     from train.features.base import UtteranceInput
 
-    face = cv2.imread(str(fx.Path(__file__).parent / "assets" / "astronaut_320.jpg"))
+    face = cv2.imread(str(DEMO_FACE))
     rng = np.random.default_rng(0)
     frames = []
     for k in range(23):  # faces of varying position/brightness, some frames without a face
@@ -218,7 +218,7 @@ def test_live_events_equal_offline_causal_evaluation(speech):
     """The whole runtime (torch backend): each event's probabilities equal the offline evaluation
     of the same conversation -- the transcripts embedded by the training extractor, the speakers
     found, the whole dialogue through ``train.backends`` at once."""
-    from train.backends import load_backend
+    from export.backends import load_backend
     from train.data.corpus import Dialogue
     from train.features.base import UtteranceInput
     from train.features.registry import get_extractor

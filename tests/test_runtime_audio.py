@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runtime.tools.media import write_video
-from train.errors import InputError
+from train.common import InputError
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]

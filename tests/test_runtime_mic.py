@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from runtime.config import AudioConfig
-from train.errors import InputError
+from tests.live_fixtures import word_error_rate
+from train.common import InputError
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ CAPTURE = r"""
 import json, sys, time, numpy as np
 from runtime.audio import MicrophoneSource, AudioOverflowError
 from runtime.config import AudioConfig
-from train.errors import InputError
+from train.common import InputError
 mode, out, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     if mode == "capture":
@@ -102,7 +103,7 @@ def test_microphone_captures_the_alsa_file_device_exactly(file_mic):
     assert info["device"]
 
     # and the captured stream goes through VAD and ASR like live speech
-    from runtime.asr import Transcriber, word_error_rate
+    from runtime.asr import Transcriber
     from runtime.vad import UtteranceSegmenter
 
     utts = list(UtteranceSegmenter().run(captured[i : i + 512] for i in range(0, len(captured), 512)))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from runtime.config import AsrConfig, SpeakerConfig, VadConfig
-from train.errors import InputError
+from tests.live_fixtures import word_error_rate
+from train.common import InputError
 
 SR = 16000
 needs_espeak = pytest.mark.skipif(
@@ -136,7 +137,7 @@ def test_vad_bad_model_path(tmp_path):
 
 
 def test_asr_word_error_rate_on_generated_speech(speech, utterances, transcriber):
-    from runtime.asr import normalize_words, word_error_rate
+    from runtime.asr import normalize_words
 
     _, script, _ = speech
     hyps = []
@@ -150,9 +151,7 @@ def test_asr_word_error_rate_on_generated_speech(speech, utterances, transcriber
     assert len(normalize_words(ref_all)) >= 50
 
 
-def test_word_error_rate():
-    from runtime.asr import word_error_rate
-
+def test_word_error_rate_compares_normalised_words():
     assert word_error_rate("Hello, world!", "hello world") == 0.0
     assert word_error_rate("a b c d", "a x c") == 0.5  # one substitution + one deletion
     assert word_error_rate("a b", "a b c d") == 1.0  # two insertions
@@ -290,7 +289,6 @@ def test_clusterer_ids_are_stable():
 
 def test_pipeline_from_video_sound_track(speech, tmp_path, transcriber, encoder):
     """mp4 (video + AAC audio) -> FileAudioSource -> VAD -> ASR -> speakers."""
-    from runtime.asr import word_error_rate
     from runtime.audio import FileAudioSource
     from runtime.speakers import SpeakerTracker
     from runtime.vad import UtteranceSegmenter
@@ -316,7 +314,6 @@ def test_noisy_speech_still_one_utterance_each(tmp_path, transcriber):
     """White noise at -40 dBFS under the whole conversation: no extra utterances in the gaps."""
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
         pytest.skip("espeak-ng and sox are needed: apt-get install -y espeak-ng sox")
-    from runtime.asr import word_error_rate
     from runtime.tools.make_speech import make_conversation, read_wav
     from runtime.vad import UtteranceSegmenter
 
@@ -347,7 +344,7 @@ def test_silero_vad_package_model_segments_the_same(speech, utterances):
 
 def test_asr_model_path_and_standard_window(speech, utterances, transcriber_30s):
     """An explicit CTranslate2 model directory (here the same tiny.en), Whisper's 30 s window."""
-    from runtime.asr import Transcriber, default_model_path, word_error_rate
+    from runtime.asr import Transcriber, default_model_path
 
     _, script, _ = speech
     t = Transcriber(AsrConfig(model=str(default_model_path()), context_s=30.0))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from train.data.safe_pickle import load_pickle, loads_pickle
-from train.errors import InputError
+from train.common import InputError
 
 
 def _plain_data():

@@ -9,7 +9,7 @@ from runtime.config import RuntimeConfig, SegmentationConfig, VadConfig, runtime
 from runtime.segmentation import UtteranceAssembler
 from runtime.speaker_change import Change
 from runtime.vad import WINDOW, UtteranceSegmenter
-from train.errors import InputError
+from train.common import InputError
 
 SR = 16000
 

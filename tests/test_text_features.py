@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from train.errors import InputError
+from train.common import InputError
 from train.features import registry
 from train.features.base import FeatureExtractor, UtteranceInput
 from train.features.text import DIM, MiniLMExtractor, default_model_path, model_identity

@@ -196,15 +196,35 @@ def test_metrics_scores_ignore_unlabelled():
 
 
 def test_ablation_table_on_synthetic(pickle_path):
-    from train.ablate import markdown_table, run_ablation
+    from train.ablation import markdown_table, run_ablation
     from train.config import config_from_dict
     from train.trainer import prepare_data
 
     cfg = config_from_dict(tiny_config(train={"epochs": 2}))
     data = prepare_data(cfg, str(pickle_path))
-    rows = run_ablation(cfg, data, [0], ["full", "no-adversarial", "no-graph", "logreg"], progress=False)
+    rows = run_ablation(cfg, data, [0], ["full", "no_adversarial", "no_graph", "logreg"], progress=False)
     table = markdown_table(rows, "t")
     assert table.count("\n| ") == 5  # header + 4 rows
     assert "inert" in table  # one modality: the adversarial row says so
     logreg = next(r for r in rows if r["variant"] == "logreg")
-    assert logreg["valid"]["weighted_f1"]["mean"] > 60.0  # separable features: the baseline learns too
+    assert logreg["weighted_f1"]["mean"] > 60.0  # separable features: the baseline learns too
+
+
+def test_ablate_json_multimodal(pickle_path, tmp_path, capsys):
+    """``python -m train.ablate --json``: one JSON object with every variant's figures (mean ± std over
+    seeds), the modality probe and the scores with each modality missing at test time."""
+    import json
+
+    from train.ablate import main
+
+    cfg = write_config(tmp_path / "mm.yaml", tiny_config(modalities=("text", "audio", "visual"), train={"epochs": 2}))
+    assert main(["--config", str(cfg), "--data", str(pickle_path), "--seeds", "0", "1", "--json", "--no-progress",
+                 "--variants", "full", "no_adversarial", "no_intra", "no_inter", "no_graph"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["variants"]) == {"full", "no_adversarial", "no_intra", "no_inter", "no_graph"}
+    for v in out["variants"].values():
+        for key in ("weighted_f1", "accuracy", "modality_probe_accuracy"):
+            assert set(v[key]) == {"mean", "std"} and 0 <= v[key]["mean"] <= 100
+        assert set(v["missing"]) == {"text", "audio", "visual"}
+        assert all(set(m["weighted_f1"]) == {"mean", "std"} for m in v["missing"].values())
+        assert len(v["per_seed_wf1"]) == 2

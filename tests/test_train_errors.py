@@ -8,7 +8,7 @@ import yaml
 
 from tests.synthetic_pickles import write_cosmic_iemocap
 from tests.train_fixtures import tiny_config, write_config, write_dialoguernn_iemocap
-from train.errors import run_cli
+from train.common import run_cli
 
 
 def _train(argv):
@@ -117,7 +117,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path, model, data, capsys):
 def test_no_such_model(data, capsys):
     assert _evaluate(["--model", "no-such-model", "--data", str(data), "--split", "test"]) == 2
     line = _one_line_error(capsys)
-    assert "no-such-model" in line and "no such model directory or shipped model name" in line
+    assert "no-such-model" in line and "no such model directory or model name" in line
 
 
 def test_missing_config_file(capsys, tmp_path):
@@ -135,7 +135,7 @@ def test_debug_keeps_the_traceback(tmp_path, data):
     raw = tiny_config()
     raw["train"]["epoch"] = 3
     cfg = write_config(tmp_path / "t.yaml", raw)
-    from train.errors import InputError
+    from train.common import InputError
 
     with pytest.raises(InputError):
         _train(["--config", str(cfg), "--data", str(data), "--debug"])

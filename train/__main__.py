@@ -4,6 +4,10 @@ Trains one AR-IIGCN per seed on the training split, selects epochs and the kept 
 validation split only, and writes a model directory (see :mod:`train.model_dir`) to ``--out``
 (default ``runs/<config name>``). Under ``torchrun --nproc_per_node N -m train ...`` it trains
 with DistributedDataParallel; rank 0 writes the outputs.
+
+The command only parses arguments, sets up logging and prints; the run is
+:func:`train.trainer.run_training`, the config and its ``--set`` overrides
+:func:`train.config.load_config_with_overrides`.
 """
 from __future__ import annotations
 
@@ -15,47 +19,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from train.errors import InputError, run_cli
-
-log = logging.getLogger("train")
-
-
-def parse_override(text: str):
-    """``train.lr=0.0005`` -> (["train", "lr"], 0.0005); the value is parsed as YAML."""
-    if "=" not in text:
-        raise InputError(f"--set expects KEY=VALUE (e.g. train.lr=0.0005), got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise InputError(f"--set {key}: value {value!r} is not valid YAML") from None
-    return key.strip().split("."), parsed
-
-
-def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = raw
-        for k in keys[:-1]:
-            nxt = node.setdefault(k, {})
-            if not isinstance(nxt, dict):
-                raise InputError(f"--set {'.'.join(keys)}: {k!r} is not a section")
-            node = nxt
-        node[keys[-1]] = value
-    return raw
-
-
-def load_config_with_overrides(path: str, overrides: Sequence[str] = ()):
-    """The YAML config at ``path`` with ``--set`` overrides applied, checked like any config."""
-    from train.config import config_from_dict, load_config
-
-    cfg = load_config(path)  # checks the file itself first, so its own errors name it
-    if not overrides:
-        return cfg
-    raw = apply_overrides(cfg.to_dict(), overrides)
-    return config_from_dict(raw, source=f"{path} with --set {' '.join(overrides)}")
+from train.common import InputError, run_cli
+from train.config import load_config_with_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.train.seeds = list(args.seeds)
     out = Path(args.out or Path("runs") / cfg.name)
 
-    from train.trainer import prepare_data, setup_env, teardown_env, train_seeds, write_outputs
+    from train.trainer import run_training
 
     main_rank = os.environ.get("RANK", "0") == "0"  # torchrun sets RANK; log details on rank 0 only
     logging.basicConfig(level=(logging.DEBUG if args.verbose else logging.INFO) if main_rank else logging.WARNING,
@@ -94,26 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    env = setup_env(args.device)
-    try:
-        data = prepare_data(cfg, cfg.data.path)
-        log.info("data %s (%s, %s layout): train %d dialogues / %d utterances, valid %d / %d; modalities %s",
-                 data.corpus.source, data.corpus.dataset, data.corpus.format, len(data.train),
-                 sum(len(d) for d in data.train), len(data.valid), sum(len(d) for d in data.valid),
-                 ", ".join(f"{m} {d}-d" for m, d in data.dims.items()))
-        for note in data.corpus.notes:
-            log.info("data note: %s", note)
-        log.info("training %s on %s (%d process%s), seeds %s", cfg.name, env.device, env.world,
-                 "es" if env.world > 1 else "", cfg.train.seeds)
-        result = train_seeds(cfg, data, cfg.train.seeds, env, progress=not args.no_progress)
-        if env.is_main:
-            command = "python -m train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-            write_outputs(out, cfg, data, result, env, command=command)
-            print_summary(cfg.name, data.corpus.labels, result)
-            log.info("wrote model directory %s (selected seed %d, epoch %d)", out, result.best.seed,
-                     result.best.best_epoch)
-    finally:
-        teardown_env(env)
+    command = "python -m train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    run = run_training(cfg, out, device=args.device, progress=not args.no_progress, command=command)
+    if run is not None:  # the main process (rank 0) wrote the model directory
+        print_summary(cfg.name, run.labels, run.result)
     return 0
 
 

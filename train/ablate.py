@@ -1,18 +1,11 @@
-"""``python -m train.ablate --config configs/iemocap.yaml --seeds 0 1 2``: the ablation table.
+"""``python -m train.ablate --config C [--data F] --seeds 0 1 2 [--json]``: the ablation table.
 
-Trains the config as given ("full") and with one part switched off at a time, each over the
-same seeds, and scores every variant on the **validation** split (mean ± std over seeds):
-
-* no adversarial       ``adversarial.enabled: false``
-* no intra contrastive ``contrastive.intra: false``
-* no inter contrastive ``contrastive.inter: false``
-* no graph (MLP only)  ``model.use_graph: false`` (per-utterance projection + classifier)
-* logistic regression  scikit-learn, context-free, on the same per-utterance features
-  (modalities concatenated), C=1, no tuning.
-
-With a single modality (the text path) the adversarial and inter-modal parts have nothing to act
-on; the table marks those rows "inert" rather than pretending they were measured.
-Prints a markdown table; ``--out FILE`` also writes it, ``--json FILE`` the raw figures.
+Trains the config as given (``full``) and with one part switched off at a time (``no_adversarial``,
+``no_intra``, ``no_inter``, ``no_graph``; plus a context-free ``logreg`` baseline), each over the
+same seeds, and scores every variant on the **validation** split, mean ± std over seeds; with
+several modalities also the modality probe and the scores with one modality missing at test time
+(:mod:`train.ablation` holds the work). Prints a markdown table, or with ``--json`` one JSON object
+``{"variants": {name: {...}}}``. ``--out FILE`` also writes the table, ``--json-out FILE`` the JSON.
 """
 from __future__ import annotations
 
@@ -20,116 +13,32 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 
 log = logging.getLogger("train.ablate")
 
-# name -> (label, overrides "section.key" -> value, inert-with-one-modality)
-VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "full": ("full model", {}, False),
-    "no-adversarial": ("without adversarial", {"adversarial.enabled": False}, True),
-    "no-intra": ("without intra-modal contrastive", {"contrastive.intra": False}, False),
-    "no-inter": ("without inter-modal contrastive", {"contrastive.inter": False}, True),
-    "no-graph": ("without graph (MLP only)", {"model.use_graph": False}, False),
-    "logreg": ("logistic regression, context-free", {}, False),
-}
-
-
-def variant_config(cfg, overrides: dict[str, Any]):
-    from train.config import config_from_dict
-
-    raw = cfg.to_dict()
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".")
-        raw[section][key] = value
-    return config_from_dict(raw, source=f"ablation of {cfg.name}")
-
-
-def logreg_scores(data, seed: int):
-    """Context-free baseline: one logistic regression over each utterance's own features."""
-    from sklearn.linear_model import LogisticRegression
-
-    from train.metrics import score
-
-    def xy(dialogues):
-        x = np.concatenate([np.concatenate([d.features[m] for m in data.dims], axis=1) for d in dialogues])
-        y = np.concatenate([d.labels for d in dialogues])
-        keep = (y >= 0) & np.isfinite(x).all(axis=1)
-        return x[keep], y[keep]
-
-    xt, yt = xy(data.train)
-    xv, yv = xy(data.valid)
-    clf = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
-    clf.fit(xt, yt)
-    return score(yv, clf.predict(xv), data.corpus.labels)
-
-
-def run_ablation(cfg, data, seeds: Sequence[int], variants: Sequence[str], progress: bool = True) -> list[dict]:
-    from train.metrics import aggregate
-    from train.trainer import train_seed
-
-    single = len(cfg.data.modalities) == 1
-    rows = []
-    for name in variants:
-        label, overrides, inert_single = VARIANTS[name]
-        t0 = time.perf_counter()
-        if name == "logreg":
-            runs = [logreg_scores(data, s) for s in seeds]
-            epochs = None
-        else:
-            vcfg = variant_config(cfg, overrides)
-            seed_runs = [train_seed(vcfg, data, s, progress=progress) for s in seeds]
-            runs = [r.valid for r in seed_runs]
-            epochs = [r.best_epoch for r in seed_runs]
-        agg = aggregate(runs)
-        rows.append({"variant": name, "label": label, "overrides": overrides, "valid": agg,
-                     "per_seed_wf1": [round(r.weighted_f1, 3) for r in runs], "best_epochs": epochs,
-                     "inert": bool(single and inert_single), "seconds": round(time.perf_counter() - t0, 1)})
-        log.info("%s: valid wF1 %.2f ± %.2f, acc %.2f ± %.2f (%.0f s)", label, agg["weighted_f1"]["mean"],
-                 agg["weighted_f1"]["std"], agg["accuracy"]["mean"], agg["accuracy"]["std"], rows[-1]["seconds"])
-    return rows
-
-
-def markdown_table(rows: list[dict], title: str) -> str:
-    from train.metrics import fmt_pm
-
-    full = next((r for r in rows if r["variant"] == "full"), None)
-    out = [title, "", "| variant | valid accuracy | valid weighted F1 | Δ wF1 vs full | note |",
-           "|---|---|---|---|---|"]
-    for r in rows:
-        v = r["valid"]
-        delta = "" if full is None or r is full else f"{v['weighted_f1']['mean'] - full['valid']['weighted_f1']['mean']:+.2f}"
-        note = ""
-        if r["inert"]:
-            same = full is not None and r["per_seed_wf1"] == full["per_seed_wf1"]
-            note = ("inert with one modality: identical to full" if same else
-                    "inert with one modality (nothing to act on); the gap is seed/initialisation noise")
-        if r["variant"] == "logreg":
-            note = "each utterance's own features only; lbfgs is deterministic, so every seed agrees"
-        out.append(f"| {r['label']} | {fmt_pm(v['accuracy'])} | {fmt_pm(v['weighted_f1'])} | {delta} | {note} |")
-    return "\n".join(out)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from train.ablation import VARIANTS
+
     p = argparse.ArgumentParser(prog="python -m train.ablate", description="Ablation table on the validation split.")
     p.add_argument("--config", required=True)
     p.add_argument("--data", help="corpus file (overrides data.path)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", help="also write the markdown table here")
-    p.add_argument("--json", dest="json_out", help="also write the figures as JSON here")
+    p.add_argument("--json-out", help="also write the JSON object here")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    from train.__main__ import load_config_with_overrides
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    from train.ablation import markdown_table, run_ablation, to_json
+    from train.config import load_config_with_overrides
     from train.trainer import prepare_data
 
     cfg = load_config_with_overrides(args.config, args.overrides)
@@ -142,15 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = (f"Ablation: {cfg.name} ({', '.join(cfg.data.modalities)}; past {cfg.graph.past}, future "
              f"{cfg.graph.future}), validation split, mean ± std over seeds {' '.join(map(str, args.seeds))}")
     table = markdown_table(rows, title)
-    print(table)
+    report = {"config": cfg.name, "data": str(cfg.data.path), "split": "valid", "seeds": list(args.seeds), **to_json(rows)}
+    print(json.dumps(report) if args.json else table)
     if args.out:
-        from train.model_dir import atomic_write_text
+        from train.common import write_text_atomic
 
-        atomic_write_text(Path(args.out), table + "\n")
+        write_text_atomic(Path(args.out), table + "\n")
     if args.json_out:
         from train.model_dir import write_json
 
-        write_json(Path(args.json_out), {"config": cfg.to_dict(), "seeds": args.seeds, "rows": rows})
+        write_json(Path(args.json_out), report)
     return 0
 
 

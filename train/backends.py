@@ -1,9 +1,9 @@
 """Inference backends behind one interface, chosen by name (``--backend torch|onnx|...``).
 
 A backend turns whole dialogues (with their features attached) into per-utterance emotion
-probabilities. ``torch`` lives here; the export package adds its backends (``onnx``,
-``onnx-int8``, ``trt``) by providing a module ``export.backends`` that calls
-:func:`register_backend` on import; :func:`load_backend` imports it on first need.
+probabilities. The interface and the ``torch`` backend live here (:data:`BACKENDS`); the export
+package composes its own table on top (:data:`export.backends.BACKENDS`: ``onnx``, ``onnx-int8``,
+``trt``...) and passes it to :func:`load_backend`. This package never looks for the others.
 
 Contract of a backend object (see :class:`Backend`):
 
@@ -14,15 +14,14 @@ Contract of a backend object (see :class:`Backend`):
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from train.data.corpus import Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.model_dir import ModelManifest
 
 log = logging.getLogger(__name__)
@@ -37,42 +36,19 @@ class Backend(Protocol):
         ...
 
 
-# name -> factory(model_dir: Path, **options) -> Backend
-_REGISTRY: dict[str, Callable[..., Backend]] = {}
-# Modules that register further backends when imported (absent ones are skipped).
-_PLUGIN_MODULES = ("export.backends",)
+# A table of backends: name -> factory(model_dir: Path, **options) -> Backend
+BackendTable = Mapping[str, Callable[..., Backend]]
 
 
-def register_backend(name: str, factory: Callable[..., Backend]) -> None:
-    """Make ``factory(model_dir, **options)`` available as ``--backend name``."""
-    _REGISTRY[name] = factory
-
-
-def _load_plugins() -> None:
-    for module in _PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise  # the plugin exists but one of its own imports is missing: say so
-            log.debug("backend plugin %s not installed", module)
-
-
-def available_backends() -> list[str]:
-    _load_plugins()
-    return sorted(_REGISTRY)
-
-
-def load_backend(model: str | Path, name: str = "torch", **options) -> Backend:
-    """Open the model directory (or shipped name) ``model`` with backend ``name``."""
+def load_backend(model: str | Path, name: str = "torch", backends: BackendTable | None = None, **options) -> Backend:
+    """Open the model directory (or model name, :func:`train.model_dir.resolve_model_dir`)
+    ``model`` with backend ``name`` from ``backends`` (default :data:`BACKENDS`: torch only)."""
     from train.model_dir import resolve_model_dir
 
-    directory = resolve_model_dir(model)
-    if name not in _REGISTRY:
-        _load_plugins()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown backend {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](directory, **options)
+    backends = BACKENDS if backends is None else backends
+    if name not in backends:
+        raise InputError(f"unknown backend {name!r}; available: {', '.join(backends)}")
+    return backends[name](resolve_model_dir(model), **options)
 
 
 def check_features(dialogues: Sequence[Dialogue], manifest: ModelManifest, source: str = "data") -> None:
@@ -135,4 +111,4 @@ class TorchBackend:
         return predict_dialogues(self.model, dialogues, self.cfg, self.device, self.batch_dialogues)
 
 
-register_backend("torch", TorchBackend)
+BACKENDS: dict[str, Callable[..., Backend]] = {TorchBackend.name: TorchBackend}

@@ -24,8 +24,8 @@ import torch
 
 from train.config import GraphConfig
 from train.data.corpus import Dialogue
-from train.errors import InputError
-from train.graph import build_graph
+from train.common import InputError
+from train.graph import build_graph, present_rows
 
 
 @dataclass
@@ -113,7 +113,7 @@ def collate(dialogues: Sequence[Dialogue], modalities: Sequence[str], graph_cfg:
         pres = np.zeros((n, len(modalities)), dtype=bool)
         for k, m in enumerate(modalities):
             x = _features(d, m, feats[m][0].shape[1] if feats[m] else None)
-            ok = np.isfinite(x).all(axis=1)
+            ok = present_rows(x)
             pres[:, k] = ok
             feats[m].append(np.where(ok[:, None], x, 0.0).astype(np.float32))
         labels = np.full(n, -1, np.int64) if d.labels is None else np.asarray(d.labels, dtype=np.int64)

@@ -3,7 +3,8 @@
 For each config: the time to build (or load cached) features, seconds per training epoch
 (mean and range, validation scoring included), and the full training time of one seed until
 early stopping, as ``python -m train`` runs it. Prints a table; ``--json FILE`` keeps the figures.
-This is a benchmark that prints figures, not a test: nothing is asserted.
+This is a benchmark that prints figures, not a test: nothing is asserted. The measuring is
+:func:`train.training_cost.training_cost`; this command parses, sets up logging and prints.
 """
 from __future__ import annotations
 
@@ -12,47 +13,13 @@ import logging
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
-from train.errors import run_cli
-
-log = logging.getLogger("train.bench")
+from train.common import run_cli
+from train.training_cost import training_cost
 
 DEFAULT_CONFIGS = ("configs/iemocap.yaml", "configs/meld.yaml")
-
-
-def bench_config(path: str, seed: int, max_epochs: int | None, progress: bool) -> dict:
-    import torch
-
-    from train.__main__ import load_config_with_overrides
-    from train.trainer import prepare_data, train_seed
-
-    overrides = [f"train.epochs={max_epochs}"] if max_epochs else []
-    cfg = load_config_with_overrides(path, overrides)
-    t0 = time.perf_counter()
-    data = prepare_data(cfg, cfg.data.path)
-    prep = time.perf_counter() - t0
-    run = train_seed(cfg, data, seed, progress=progress)
-    per_epoch = [h["seconds"] for h in run.history]
-    return {
-        "config": path,
-        "dataset": data.corpus.dataset,
-        "train_dialogues": len(data.train),
-        "train_utterances": sum(len(d) for d in data.train),
-        "valid_utterances": sum(len(d) for d in data.valid),
-        "features_seconds": round(prep, 2),
-        "epochs_run": run.epochs_run,
-        "epochs_max": cfg.train.epochs,
-        "stopped_early": run.stopped_early,
-        "seconds_per_epoch_mean": round(sum(per_epoch) / len(per_epoch), 3),
-        "seconds_per_epoch_min": round(min(per_epoch), 3),
-        "seconds_per_epoch_max": round(max(per_epoch), 3),
-        "training_seconds": round(run.seconds, 2),
-        "valid_wf1": round(run.valid.weighted_f1, 2),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.threads))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    rows = [bench_config(c, args.seed, args.max_epochs, not args.no_progress) for c in args.configs]
+    rows = [training_cost(c, args.seed, args.max_epochs, not args.no_progress) for c in args.configs]
     cpu = platform.processor() or platform.machine()
     print(f"\nTraining cost, one seed, {os.cpu_count()} CPU cores ({cpu}), torch threads {rows[0]['torch_threads']}")
     print("| dataset | train utts | features (s) | s/epoch mean [min-max] | epochs run | full training (s) | valid wF1 |")

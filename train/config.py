@@ -9,11 +9,11 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 
-from train.errors import InputError
+from train.common import InputError
 
 MODALITIES = ("text", "audio", "visual")
 
@@ -57,11 +57,21 @@ class ModelConfig:
 @dataclass
 class AdversarialConfig:
     enabled: bool = True
-    # "grl": joint training, gradient reversal between generators and discriminators.
-    # "alternating": discriminator step, then generator step, each with its own optimizer.
-    schedule: Literal["grl", "alternating"] = "grl"
+    # "paper": the paper's objective, joint: discriminators learn on detached features, each
+    #   modality's generator learns to make the OTHER modalities' discriminators accept its features.
+    # "alternating": the same objective, discriminator step then generator step (two optimizers).
+    # "grl": symmetric domain confusion by gradient reversal of the whole discriminator loss.
+    schedule: Literal["paper", "alternating", "grl"] = "paper"
     weight: float = 0.1
     grl_lambda: float = 1.0
+    # R1 gradient penalty on the discriminators' real inputs (paper, alternating); 0 = off.
+    r1: float = 1.0
+    # The discriminators' learning rate is train.lr times this: they must keep up with the
+    # generators for the game to settle (paper, alternating).
+    d_lr_scale: float = 10.0
+    # Generator form: "relu" (ReLU(W h + b), what the shipped text models were trained with) or
+    # "affine" (W h + b: a unit off for all of one modality's inputs could never be turned back on).
+    generator: Literal["relu", "affine"] = "relu"
 
 
 @dataclass
@@ -109,8 +119,12 @@ class Config:
             raise InputError(f"data.modalities repeats a modality: {mods}", path=source)
         if self.graph.past < 0 or self.graph.future < 0:
             raise InputError("graph.past and graph.future must be >= 0", path=source)
-        if self.adversarial.schedule not in ("grl", "alternating"):
-            raise InputError(f"adversarial.schedule must be 'grl' or 'alternating', not {self.adversarial.schedule!r}", path=source)
+        if self.adversarial.schedule not in ("paper", "alternating", "grl"):
+            raise InputError(f"adversarial.schedule must be 'paper', 'alternating' or 'grl', not {self.adversarial.schedule!r}", path=source)
+        if self.adversarial.d_lr_scale <= 0:
+            raise InputError(f"adversarial.d_lr_scale must be > 0, got {self.adversarial.d_lr_scale}", path=source)
+        if self.adversarial.r1 < 0:
+            raise InputError(f"adversarial.r1 must be >= 0, got {self.adversarial.r1}", path=source)
         if self.contrastive.temperature <= 0:
             raise InputError("contrastive.temperature must be > 0", path=source)
 
@@ -190,3 +204,41 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 def load_config(path: str | Path) -> Config:
     """Load a YAML config; errors name the file and the offending key."""
     return config_from_dict(read_yaml(path), source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# --set KEY=VALUE overrides (the training commands' option)
+
+
+def parse_override(text: str):
+    """``train.lr=0.0005`` -> (["train", "lr"], 0.0005); the value is parsed as YAML."""
+    if "=" not in text:
+        raise InputError(f"--set expects KEY=VALUE (e.g. train.lr=0.0005), got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise InputError(f"--set {key}: value {value!r} is not valid YAML") from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise InputError(f"--set {'.'.join(keys)}: {k!r} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config_with_overrides(path: str, overrides: Sequence[str] = ()):
+    """The YAML config at ``path`` with ``--set`` overrides applied, checked like any config."""
+    cfg = load_config(path)  # checks the file itself first, so its own errors name it
+    if not overrides:
+        return cfg
+    raw = apply_overrides(cfg.to_dict(), overrides)
+    return config_from_dict(raw, source=f"{path} with --set {' '.join(overrides)}")

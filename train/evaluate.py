@@ -1,9 +1,11 @@
 """``python -m train.evaluate --model NAME_OR_DIR --data PATH --split test|valid [--json] [--backend torch]``
 
-Scores a trained model (a model directory or a shipped name such as ``iemocap``) on one split
-of a corpus file: accuracy, weighted F1, per-class F1 and the number of labelled utterances,
-in percent. Features the model needs are built by the same extractors it was trained with
-(named in its manifest) unless the file already carries them.
+Scores a trained model (a model directory, or a name in the model search path, see
+:mod:`train.model_dir`) on one split of a corpus file: accuracy, weighted F1, per-class F1 and
+the number of labelled utterances, in percent. Features the model needs are built by the same
+extractors it was trained with (named in its manifest) unless the file already carries them.
+This command runs the torch backend; ``python -m export.evaluate`` is the same command with the
+exported backends (onnx, onnx-int8, trt...) as well.
 """
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
+
+if TYPE_CHECKING:
+    from train.backends import Backend, BackendTable
 
 log = logging.getLogger("train.evaluate")
 
@@ -46,15 +51,21 @@ def attach_model_features(corpus, manifest, cache_dir: str):
     return attach_features(corpus, need, cache_dir)
 
 
-def evaluate(model: str, data: str, split: str, backend: str = "torch", cache_dir: str | None = None,
+def evaluate(model: str, data: str, split: str, backend: "str | Backend" = "torch", cache_dir: str | None = None,
              device: str | None = None) -> dict[str, Any]:
-    """Score ``model`` on ``split`` of ``data``; returns the JSON report (percent figures)."""
+    """Score ``model`` on ``split`` of ``data``; returns the JSON report (percent figures).
+
+    ``backend``: a loaded backend of ``model`` (any :class:`train.backends.Backend`, e.g. from
+    :func:`export.backends.load_backend`), or the name of one of train's own (``torch``).
+    """
     from train.backends import check_features, load_backend
     from train.data import load_corpus
     from train.metrics import score
 
-    options = {"device": device} if device else {}
-    be = load_backend(model, backend, **options)
+    if isinstance(backend, str):
+        be = load_backend(model, backend, **({"device": device} if device else {}))
+    else:
+        be = backend
     manifest = be.manifest
     corpus = load_corpus(data)
     dialogues = corpus.split(split)
@@ -79,7 +90,7 @@ def evaluate(model: str, data: str, split: str, backend: str = "torch", cache_di
     y_pred = np.concatenate([p.argmax(axis=1) for p in probs])
     s = score(y_true, y_pred, manifest.labels)
     report = s.to_dict()
-    report.update({"model": str(model), "model_name": manifest.name, "backend": backend, "data": str(data),
+    report.update({"model": str(model), "model_name": manifest.name, "backend": be.name, "data": str(data),
                    "split": split, "dialogues": len(dialogues)})
     return report
 
@@ -95,12 +106,17 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description="Score a trained model on one split.")
-    p.add_argument("--model", required=True, help="model directory or shipped model name (iemocap, meld)")
+def main(argv: Sequence[str] | None = None, *, backends: "BackendTable | None" = None,
+         prog: str = "python -m train.evaluate") -> int:
+    """The command; ``backends``: the table ``--backend`` chooses from (default: train's, torch)."""
+    from train.backends import BACKENDS, load_backend
+
+    backends = BACKENDS if backends is None else backends
+    p = argparse.ArgumentParser(prog=prog, description="Score a trained model on one split.")
+    p.add_argument("--model", required=True, help="model directory, or model name in the model search path ($ARIIGCN_MODEL_PATH)")
     p.add_argument("--data", required=True, help="corpus file (any supported layout)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test")
-    p.add_argument("--backend", default="torch", help="torch (default); onnx, onnx-int8, trt when exported")
+    p.add_argument("--backend", default="torch", help=f"inference backend: {', '.join(backends)} (default torch)")
     p.add_argument("--device", help="torch backend device (default: cuda when available)")
     p.add_argument("--cache-dir", help="feature cache directory (default: the model config's data.cache_dir)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -108,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.json else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    report = evaluate(args.model, args.data, args.split, args.backend, args.cache_dir, args.device)
+    backend = load_backend(args.model, args.backend, backends=backends, **({"device": args.device} if args.device else {}))
+    report = evaluate(args.model, args.data, args.split, backend, args.cache_dir)
     if args.confusion:
         from train.plots import plot_confusion
 

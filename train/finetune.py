@@ -45,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, atomic_dir, move_into_place, run_cli, write_text_atomic
 from train.features.text_context import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -216,10 +216,9 @@ class ContextEncoder:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".adapter-") as tmp:
             self.peft.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
-            for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-                os.replace(Path(tmp) / f, out_dir / f)
             save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(Path(tmp) / HEAD_FILE))
-            os.replace(Path(tmp) / HEAD_FILE, out_dir / HEAD_FILE)
+            for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_FILE):
+                move_into_place(Path(tmp) / f, out_dir / f)
 
 
 class BottomCache:
@@ -279,50 +278,14 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_dir(final: Path):
-    """A fresh temporary directory beside ``final``; :func:`_commit_dir` moves it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-
-def _commit_dir(tmp: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def save_checkpoint(out: Path, model: ContextEncoder, optimizer, scheduler, progress: Progress, cfg: EncoderConfig) -> None:
     import torch
     from safetensors.torch import save_file
 
-    final = out / CHECKPOINT_DIR
-    tmp = _atomic_dir(final)
-    try:
+    with atomic_dir(out / CHECKPOINT_DIR) as tmp:
         save_file({k: v.detach().contiguous() for k, v in model.trainable().items()}, str(tmp / TRAINABLE_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / OPTIM_FILE)
         (tmp / STATE_FILE).write_text(json.dumps({"progress": progress.__dict__, "config": cfg.to_dict()}, indent=1), encoding="utf-8")
-        _commit_dir(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -546,7 +509,7 @@ def finalize(out: Path, cfg: EncoderConfig, corpus, state: Progress, names: list
 
     best = out / BEST_DIR
     for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_FILE):
-        os.replace(best / f, out / f)
+        move_into_place(best / f, out / f)
     scores = json.loads((best / "scores.json").read_text(encoding="utf-8"))
     selection = {"split": "valid", "epoch": state.best_epoch, "accuracy": round(scores["accuracy"], 2),
                  "weighted_f1": round(scores["weighted_f1"], 2), "macro_f1": round(scores["macro_f1"], 2), "n": scores["n"]}

@@ -13,7 +13,7 @@ from typing import Any
 
 
 from train.config import build_dataclass, read_yaml  # the one YAML -> dataclass loader
-from train.errors import InputError
+from train.common import InputError
 from train.features.text_context import ContextFormat
 
 # Linear layers of one BERT layer that get LoRA matrices (suffixes under encoder.layer.<i>.).

@@ -36,7 +36,7 @@ Receptive field and windows
     (:func:`window_size`); also every node whose state it needs at layer ``l >= 1`` lies at
     ``>= t - (L-1)*past``, so that node's full neighbourhood (and hence its per-relation mean
     normalisation) is inside the window too. Therefore the graph of the newest ``K`` utterances
-    (:func:`build_window_graph`) gives the newest utterance exactly the output that the graph of
+    (:class:`ConversationWindow`) gives the newest utterance exactly the output that the graph of
     the whole conversation gives it. In causal mode (``future = 0``) an utterance's output never
     changes once computed, so a runtime that classifies each utterance as it arrives, over that
     window, reproduces the offline causal evaluation exactly, at a per-utterance cost that does
@@ -44,13 +44,17 @@ Receptive field and windows
 """
 from __future__ import annotations
 
+import collections
+from typing import Mapping, Sequence
+
 import numpy as np
 
 __all__ = [
+    "ConversationWindow",
     "build_graph",
-    "build_window_graph",
     "intra_relations",
     "num_relations",
+    "present_rows",
     "receptive_field",
     "relation_names",
     "window_size",
@@ -186,34 +190,48 @@ def build_graph(
     return np.stack([src[order], dst[order]]).astype(np.int64), typ[order].astype(np.int64)
 
 
-def build_window_graph(
-    speakers: np.ndarray,
-    present: np.ndarray,
-    past: int,
-    future: int,
-    layers: int,
-    speaker_relations: bool = True,
-    inter_modal: bool = True,
-) -> tuple[int, np.ndarray, np.ndarray]:
-    """Graph of the newest ``window_size(past, layers)`` utterances of a (possibly partial) history.
+def present_rows(features: np.ndarray) -> np.ndarray:
+    """``(..., d)`` features -> ``(...)`` bool: a row is present when all its values are finite.
 
-    The caller needs to keep only the newest ``L*past + 1`` utterances; passing more is fine.
-    The newest utterance's GCN output on this graph equals its output on the whole
-    conversation's graph (module docstring), for any ``future``; with ``future = 0`` so do all
-    outputs that were already emitted for it.
-
-    Args:
-        speakers: (n,) speaker ids of the history, oldest first.
-        present: (n, M) bool modality presence of the history.
-        past, future: the graph's context window; layers: GCN depth ``L``.
-
-    Returns:
-        ``(start, edge_index, edge_type)``: the window is utterances ``start .. n-1`` of the
-        input; edges use window-local node ids ``m * k + (i - start)`` with ``k = n - start``.
+    The one rule for a missing modality (a NaN row), used by training batches, the export's
+    feeds and the runtime alike.
     """
-    speakers, present = _check(speakers, present, past, future)
-    n = speakers.shape[0]
-    start = max(0, n - window_size(past, layers))
-    edge_index, edge_type = build_graph(speakers[start:], present[start:], past, future,
-                                        speaker_relations, inter_modal)
-    return start, edge_index, edge_type
+    return np.isfinite(np.asarray(features)).all(axis=-1)
+
+
+class ConversationWindow:
+    """The newest ``size`` utterances of a conversation, oldest first: what a live step feeds the
+    model, and what a causal evaluation utterance by utterance feeds it.
+
+    With ``size = window_size(past, layers)`` the graph of the window gives the newest utterance
+    exactly its output on the whole conversation (module docstring); older utterances drop out.
+
+    ``append(features, speaker)``: ``features[m]`` (d_m,) float32, all-NaN when modality ``m``
+    is absent; ``arrays(modalities)`` -> features ``{m: (K, d_m)}`` and speakers ``(K,)``.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"a conversation window holds >= 1 utterance, got {size}")
+        self.size = int(size)
+        self._turns: collections.deque[tuple[dict[str, np.ndarray], int]] = collections.deque(maxlen=self.size)
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def append(self, features: Mapping[str, np.ndarray], speaker: int) -> None:
+        self._turns.append(({m: np.asarray(v, np.float32).reshape(-1) for m, v in features.items()}, int(speaker)))
+
+    def arrays(self, modalities: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        feats = {m: np.stack([f[m] for f, _ in self._turns]) for m in modalities}
+        return feats, np.array([s for _, s in self._turns], np.int64)
+
+    def copy(self) -> "ConversationWindow":
+        """An independent window with the same utterances (appending to it leaves this one as is)."""
+        other = ConversationWindow(self.size)
+        other._turns.extend(self._turns)
+        return other
+
+    def relabel(self, mapping: Mapping[int, int]) -> None:
+        """Speaker ids found to be one speaker (``{old: new}``) are re-labelled in the window."""
+        self._turns = collections.deque(((f, int(mapping.get(s, s))) for f, s in self._turns), maxlen=self.size)

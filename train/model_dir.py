@@ -10,23 +10,26 @@ A model directory holds
 * ``metrics.json``      — validation figures per seed and their mean ± std (written by training);
 * ``confusion.png``, ``curves.png`` — figures (optional for loading).
 
-Shipped models live in ``runtime/models/<name>/`` (package data); :func:`resolve_model_dir`
-turns ``"iemocap"`` into that directory. :func:`read_manifest` is torch-free (the live runtime
-with ONNX backends calls it); :func:`load_model` needs torch.
+A model is named by its directory, or by a name looked up in the **model search path**
+(:func:`model_search_path`): the directories in ``$ARIIGCN_MODEL_PATH`` (``os.pathsep``-separated),
+then those the running program added with :func:`add_model_search_dirs` (the live runtime adds
+its shipped models, ``runtime/models``). ``DIR/<name>/`` is model ``<name>``, ``DIR/encoders/<name>/``
+fine-tuned text encoder ``<name>`` (:func:`train.features.text_context.resolve_encoder_dir`).
+This package knows no other package's folders. :func:`read_manifest` is torch-free (the live
+runtime with ONNX backends calls it); :func:`load_model` needs torch.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
 from train.config import Config, config_from_dict
-from train.errors import InputError
+from train.common import InputError, atomic_file, write_text_atomic
 from train.features.base import ExtractorIdentity
 
 WEIGHTS_FILE = "model.safetensors"
@@ -91,29 +94,51 @@ def precomputed_identity(modality: str, dim: int, source: str) -> ExtractorIdent
 # Finding a model directory
 
 
-def shipped_models_root() -> Path:
-    """``runtime/models``: beside the ``train`` package in a checkout and in site-packages."""
-    try:
-        spec = importlib.util.find_spec("runtime")  # locates without importing the runtime
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0]) / "models"
-    return Path(__file__).resolve().parents[1] / "runtime" / "models"
+MODEL_PATH_ENV = "ARIIGCN_MODEL_PATH"
+_program_dirs: list[Path] = []  # added by the running program (add_model_search_dirs)
 
 
-def shipped_model_names() -> list[str]:
-    root = shipped_models_root()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / MANIFEST_FILE).is_file())
+def add_model_search_dirs(*dirs: str | os.PathLike) -> None:
+    """Let this process find models (and encoders) by name in ``dirs``, after ``$ARIIGCN_MODEL_PATH``.
+
+    Called by the program that owns the directories: the live runtime adds its shipped models.
+    """
+    for d in dirs:
+        d = Path(d)
+        if d not in _program_dirs:
+            _program_dirs.append(d)
 
 
-def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
-    """A shipped model's name (``"iemocap"``, ``"meld"``) or a path -> an existing model directory.
+def model_search_path(search_path: Sequence[str | os.PathLike] | None = None) -> list[Path]:
+    """Where names are looked up, in order: ``search_path`` when given, else ``$ARIIGCN_MODEL_PATH``
+    then the program's directories (:func:`add_model_search_dirs`)."""
+    if search_path is not None:
+        return [Path(d) for d in search_path]
+    env = [Path(p).expanduser() for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    return env + [d for d in _program_dirs if d not in env]
 
-    A path that exists wins over a shipped name. Raises InputError when neither exists; the
-    directory's files are checked by :func:`check_model_dir`.
+
+def search_path_hint(kind: str, names: Sequence[str], search_path: Sequence[Path]) -> str:
+    """What an InputError says about the names a search path offers (or how to give one)."""
+    if not search_path:
+        return (f"no {kind} search path: give a directory, or set {MODEL_PATH_ENV} to directories "
+                "holding models by name (in a checkout: runtime/models)")
+    where = os.pathsep.join(str(d) for d in search_path)
+    return f"{kind}s found by name in {where}: {', '.join(names) or 'none'}"
+
+
+def model_names(search_path: Sequence[str | os.PathLike] | None = None) -> list[str]:
+    """Names of the models the search path offers."""
+    names = {p.name for d in model_search_path(search_path) if d.is_dir()
+             for p in d.iterdir() if (p / MANIFEST_FILE).is_file()}
+    return sorted(names)
+
+
+def resolve_model_dir(name_or_dir: str | os.PathLike, search_path: Sequence[str | os.PathLike] | None = None) -> Path:
+    """A model directory, or a model's name (``"iemocap"``) in the search path -> an existing model directory.
+
+    A path that exists wins over a name. Raises InputError when neither exists; the directory's
+    files are checked by :func:`check_model_dir`.
     """
     text = str(name_or_dir)
     path = Path(text).expanduser()
@@ -122,15 +147,15 @@ def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
         return path
     if path.exists():
         raise InputError("not a model directory (it is a file)", path=text)
+    dirs = model_search_path(search_path)
     looks_like_name = os.sep not in text and "/" not in text and not text.startswith(".")
     if looks_like_name:
-        shipped = shipped_models_root() / text
-        if shipped.is_dir():
-            check_model_dir(shipped)
-            return shipped
-    names = shipped_model_names()
-    hint = f"shipped models: {', '.join(names)}" if names else "no shipped models are installed"
-    raise InputError(f"no such model directory or shipped model name ({hint})", path=text)
+        for d in dirs:
+            if (d / text).is_dir():
+                check_model_dir(d / text)
+                return d / text
+    hint = search_path_hint("model", model_names(search_path), dirs)
+    raise InputError(f"no such model directory or model name ({hint})", path=text)
 
 
 def check_model_dir(path: Path) -> None:
@@ -195,21 +220,8 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
 # Writing
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def save_model_dir(directory: Path, model, cfg: Config, manifest: ModelManifest,
@@ -223,15 +235,9 @@ def save_model_dir(directory: Path, model, cfg: Config, manifest: ModelManifest,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = directory / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
-    try:
+    with atomic_file(directory / WEIGHTS_FILE) as tmp:  # readable by all, as shipped models must be
         save_file(state, str(tmp), metadata={"format": MANIFEST_FORMAT, "name": manifest.name})
-        os.chmod(tmp, 0o644)  # safetensors creates it owner-only; shipped models must be readable
-        os.replace(tmp, directory / WEIGHTS_FILE)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    atomic_write_text(directory / CONFIG_FILE,
+    write_text_atomic(directory / CONFIG_FILE,
                       yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
     if metrics is not None:
         write_json(directory / METRICS_FILE, metrics)

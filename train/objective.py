@@ -1,8 +1,13 @@
-"""One training step of AR-IIGCN for either adversarial schedule, with the optimizers it needs.
+"""One training step of AR-IIGCN for any adversarial schedule, with the optimizers it needs.
 
-* ``adversarial.schedule: grl`` (or no adversary): one Adam over every parameter; one forward,
-  the joint loss (its adversarial term goes through gradient reversal), one backward.
-* ``adversarial.schedule: alternating``: a discriminator Adam over
+* ``adversarial.schedule: paper`` or ``grl`` (or no adversary): one Adam over every parameter
+  (under ``paper`` the discriminators in their own group, learning rate times
+  ``adversarial.d_lr_scale``); one forward, the joint loss, one backward. Under ``paper`` the discriminator loss reaches only
+  the discriminators and the generator loss only the generators (detached features, frozen
+  discriminators; :mod:`train.model.adversarial`); under ``grl`` the discriminator loss goes
+  through gradient reversal.
+* ``adversarial.schedule: alternating``: a discriminator Adam (learning rate times
+  ``adversarial.d_lr_scale``) over
   :meth:`ARIIGCN.discriminator_parameters` steps first on the discriminator loss (generated
   features detached, separate forward pass), then the main Adam over every other parameter
   steps on the joint loss with the generator loss. Gradients the joint loss leaves on the
@@ -44,16 +49,20 @@ class Objective:
         self.lr = cfg.train.lr if lr is None else lr
         self.weight_decay = cfg.train.weight_decay if weight_decay is None else weight_decay
         self.grad_clip = cfg.train.grad_clip
-        self.alternating = cfg.adversarial.schedule == "alternating" and self.model.adversarial_active
+        ac = cfg.adversarial
+        self.alternating = ac.schedule == "alternating" and self.model.adversarial_active
+        d_params = self.model.discriminator_parameters()
+        d_lr = self.lr * (ac.d_lr_scale if ac.schedule != "grl" else 1.0)
+        self.d_optimizer: torch.optim.Optimizer | None = None
+        main = self.model.generator_parameters()
         if self.alternating:
-            main = self.model.generator_parameters()
-            self.d_optimizer: torch.optim.Optimizer | None = torch.optim.Adam(
-                self.model.discriminator_parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            self.d_optimizer = torch.optim.Adam(d_params, lr=d_lr, weight_decay=self.weight_decay)
+            groups = [{"params": main}]
         else:
-            main = list(self.model.parameters())
-            self.d_optimizer = None
+            groups = [{"params": main}] + ([{"params": d_params, "lr": d_lr}] if d_params else [])
+            main = main + d_params
         self.main_parameters = main
-        self.optimizer = torch.optim.Adam(main, lr=self.lr, weight_decay=self.weight_decay)
+        self.optimizer = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
 
     def _clip(self, params) -> None:
         if self.grad_clip and self.grad_clip > 0:

@@ -1,7 +1,6 @@
 """PNG figures of a training run: confusion matrix and training curves (matplotlib, Agg)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -11,19 +10,16 @@ matplotlib.use("Agg")  # no display on training machines; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from train.common import atomic_file  # noqa: E402
+
 
 def _save(fig, path: Path) -> None:
-    """Write to a temp file beside ``path`` and rename, so no half-written PNG is left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Write the PNG atomically (no half-written file is ever left) and close the figure."""
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str = "") -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from train.config import Config
 from train.data.corpus import Corpus, Dialogue
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import ExtractorIdentity
 from train.metrics import Scores, aggregate, score
 
@@ -399,3 +399,42 @@ def write_outputs(out_dir: Path, cfg: Config, data: PreparedData, result: TrainR
     plot_curves({f"seed {r.seed}": r.history for r in result.runs}, out_dir / CURVES_PNG,
                 title=f"{cfg.name}: training loss and validation wF1 (★ = selected epoch)")
     return out_dir
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`run_training` returns to the process that wrote the model directory."""
+
+    out: Path
+    labels: list[str]
+    result: TrainResult
+
+
+def run_training(cfg: Config, out: str | Path, *, device: str | None = None, progress: bool = True,
+                 command: str = "") -> TrainingRun | None:
+    """Train every seed of ``cfg`` and write the kept model's directory to ``out``.
+
+    Sets up (and tears down) the process group when launched by ``torchrun``; only the main
+    process writes and gets a :class:`TrainingRun`, the others get None.
+    """
+    out = Path(out)
+    env = setup_env(device)
+    try:
+        data = prepare_data(cfg, cfg.data.path)
+        log.info("data %s (%s, %s layout): train %d dialogues / %d utterances, valid %d / %d; modalities %s",
+                 data.corpus.source, data.corpus.dataset, data.corpus.format, len(data.train),
+                 sum(len(d) for d in data.train), len(data.valid), sum(len(d) for d in data.valid),
+                 ", ".join(f"{m} {d}-d" for m, d in data.dims.items()))
+        for note in data.corpus.notes:
+            log.info("data note: %s", note)
+        log.info("training %s on %s (%d process%s), seeds %s", cfg.name, env.device, env.world,
+                 "es" if env.world > 1 else "", cfg.train.seeds)
+        result = train_seeds(cfg, data, cfg.train.seeds, env, progress=progress)
+        if not env.is_main:
+            return None
+        write_outputs(out, cfg, data, result, env, command=command)
+        log.info("wrote model directory %s (selected seed %d, epoch %d)", out, result.best.seed,
+                 result.best.best_epoch)
+        return TrainingRun(out, list(data.corpus.labels), result)
+    finally:
+        teardown_env(env)

@@ -22,9 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from train.errors import run_cli
-
-SR = 16000
+from runtime.config import SAMPLE_RATE
+from train.common import run_cli
 
 
 def pct(xs: Sequence[float]) -> str:
@@ -61,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t = time.perf_counter()
             utts = list(seg.run(wav[i : i + 512] for i in range(0, len(wav), 512)))
             times.append(time.perf_counter() - t)
-        dur = len(wav) / SR
+        dur = len(wav) / SAMPLE_RATE
         best = min(times)
         print(f"VAD   : {1000 * best / dur:.2f} ms compute per second of audio "
               f"({1e6 * best / (len(wav) // 512):.0f} us per 32 ms window), {len(utts)} utterances in {dur:.1f} s")
@@ -77,13 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asr.transcribe(u.audio)
                 ms = 1000 * (time.perf_counter() - t)
                 lat.append(ms)
-                if abs(len(u.audio) / SR - 3.0) <= 0.35:
+                if abs(len(u.audio) / SAMPLE_RATE - 3.0) <= 0.35:
                     lat3.append(ms)
-        lens = [len(u.audio) / SR for u in utts]
+        lens = [len(u.audio) / SAMPLE_RATE for u in utts]
         print(f"ASR   : all utterances ({min(lens):.1f}-{max(lens):.1f} s of audio): {pct(lat)}")
         if lat3:
             print(f"ASR   : utterances of 3.0 +- 0.35 s:            {pct(lat3)}")
-        exact = np.concatenate([utts[2].audio, np.zeros(SR * 3, np.float32)])[: 3 * SR]
+        exact = np.concatenate([utts[2].audio, np.zeros(SAMPLE_RATE * 3, np.float32)])[: 3 * SAMPLE_RATE]
         l3, c3 = [], []
         for _ in range(args.repeats * 3):
             t, c = time.perf_counter(), time.process_time()

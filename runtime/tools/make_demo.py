@@ -3,7 +3,7 @@
 ``python -m runtime.tools.make_demo [--out runtime/demo]`` writes
 
 * ``demo.mp4``    -- a face photo (NASA's public-domain portrait of Eileen Collins, from
-  ``tests/assets/astronaut_320.jpg``) as 320x320 video at 5 fps, with the sound track of a
+  ``runtime/demo/astronaut_320.jpg``) as 320x320 video at 5 fps, with the sound track of a
   two-voice espeak-ng conversation (:mod:`runtime.tools.make_speech`, AAC mono 16 kHz);
 * ``script.json`` -- what is said, by whom, and when (seconds), for checking the transcripts.
 
@@ -16,22 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from runtime.tools.make_speech import SAMPLE_RATE, make_conversation, read_wav
+from runtime.config import DEMO_DIR, DEMO_FACE, SAMPLE_RATE
+from runtime.tools.make_speech import make_conversation, read_wav
 from runtime.tools.media import write_video
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-FACE = ROOT / "tests" / "assets" / "astronaut_320.jpg"
-OUT = ROOT / "runtime" / "demo"
+OUT = DEMO_DIR
+FACE = DEMO_FACE
 FPS = 5.0
 
 
@@ -59,9 +58,7 @@ def make_demo(out_dir: str | Path = OUT, face: str | Path = FACE, gap_s: float =
 
     video = write_video(out / "demo.mp4", audio, seconds, fps=FPS, size=(w, h), frame=frame)
     meta["source"] = {"face": FACE.name, "voices": "espeak-ng (runtime.tools.make_speech.VOICES)", "fps": FPS}
-    tmp_json = out / "script.json.tmp"
-    tmp_json.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp_json, out / "script.json")
+    write_text_atomic(out / "script.json", json.dumps(meta, indent=1) + "\n")
     log.info("wrote %s (%.1f s, %.0f kB)", video, seconds, video.stat().st_size / 1e3)
     return video
 

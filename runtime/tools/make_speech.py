@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -28,11 +27,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from train.errors import InputError, run_cli
+from train.common import InputError, atomic_file, run_cli, write_text_atomic
+from runtime.config import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -101,13 +99,11 @@ def read_wav(path: Path) -> np.ndarray:
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write (samples,) float32 as 16-bit mono WAV, atomically (temp file, then rename)."""
     pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
-    tmp = path.with_name(path.name + ".tmp")
-    with wave.open(str(tmp), "wb") as w:
+    with atomic_file(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
 
 
 def make_conversation(
@@ -157,9 +153,7 @@ def make_conversation(
         audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * (10 ** (noise_dbfs / 20))
     write_wav(out / "speech.wav", audio)
     meta = {"sample_rate": SAMPLE_RATE, "utterances": utterances}
-    tmp_json = out / "script.json.tmp"
-    tmp_json.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_json, out / "script.json")
+    write_text_atomic(out / "script.json", json.dumps(meta, indent=1))
     (out / "script.txt").write_text("".join(f"{u['speaker']}\t{u['text']}\n" for u in utterances))
     log.info("wrote %d utterances, %.1f s, to %s", len(utterances), len(audio) / SAMPLE_RATE, out)
     return meta

@@ -16,10 +16,11 @@ speak() {  # out voice pitch text
 speak speech_happy.wav en-us 50 "I am so happy to see you again today!"
 speak speech_angry.wav en-gb+f3 70 "Why would you ever do that to me?"
 
-# astronaut.png (Eileen Collins, NASA, public domain) from the scikit-image wheel, 320 px JPEG.
+# astronaut.png (Eileen Collins, NASA, public domain) from the scikit-image wheel, 320 px JPEG, into
+# runtime/demo/ (the demo video's face; the runtime reads nothing under tests/).
 "$python" -m pip download --quiet --no-deps --only-binary=:all: scikit-image -d "$tmp/wheel"
 unzip -q -o "$tmp"/wheel/scikit_image-*.whl skimage/data/astronaut.png -d "$tmp"
-"$python" - "$tmp/skimage/data/astronaut.png" "$here/astronaut_320.jpg" <<'PY'
+"$python" - "$tmp/skimage/data/astronaut.png" "$here/../../runtime/demo/astronaut_320.jpg" <<'PY'
 import sys, cv2
 img = cv2.imread(sys.argv[1])
 img = cv2.resize(img, (320, 320), interpolation=cv2.INTER_AREA)

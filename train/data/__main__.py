@@ -8,7 +8,7 @@ from typing import Sequence
 
 from train.data.load import DATASETS, load_corpus
 from train.data.summary import format_summary, summarize
-from train.errors import run_cli
+from train.common import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from train.data.corpus import Dialogue
 from train.data.text import fix_text
-from train.errors import InputError
+from train.common import InputError
 
 VALID_FRACTION = 0.1  # the field's convention: first 10% of train dialogues become validation
 
@@ -65,7 +65,13 @@ def class_ids(raw: Any, n_classes: int, what: str, names: Sequence[str], *, path
 
 
 def feature_matrix(raw: Any, modality: str, *, path: str, dialogue: str) -> np.ndarray:
-    """(n, d) float32 from a 2-D array or a list of 1-D vectors; finite values only."""
+    """(n, d) float32 from a 2-D array or a list of 1-D vectors; finite values, or missing rows.
+
+    A row that is entirely NaN, or entirely 0 (the community files' zero-fill for a modality an
+    utterance lacks; no real openSMILE/CNN/face vector is exactly 0 everywhere), is a missing
+    modality: it comes back as a NaN row, the project's "nothing extracted" (masked out of the
+    graph, :mod:`train.batch`). Any other non-finite value is an error.
+    """
     if isinstance(raw, np.ndarray) and raw.ndim == 2:
         arr = raw
     elif _is_seq(raw):
@@ -93,12 +99,16 @@ def feature_matrix(raw: Any, modality: str, *, path: str, dialogue: str) -> np.n
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise InputError(f"{modality} features have shape {arr.shape}, expected (utterances, dim)",
                          path=path, dialogue=dialogue)
-    bad = ~np.isfinite(arr)
+    missing = np.isnan(arr).all(axis=1) | (arr == 0).all(axis=1)
+    bad = ~np.isfinite(arr) & ~missing[:, None]
     if bad.any():
         i, j = map(int, np.argwhere(bad)[0])
         kind = "NaN" if np.isnan(arr[i, j]) else "inf"
         raise InputError(f"{modality} features hold {int(bad.sum())} non-finite values (first: {kind} at "
                          f"utterance {i}, component {j})", path=path, dialogue=dialogue)
+    if missing.any():
+        arr = arr.copy()
+        arr[missing] = np.nan
     return np.ascontiguousarray(arr)
 
 
@@ -158,13 +168,21 @@ def make_dialogue(
         if arr.shape[0] != n:
             raise InputError(f"{arr.shape[0]} {mod} feature rows but {n} labels", path=path, dialogue=name)
         feats[mod] = arr
+        if stats is not None:
+            lost = int(np.isnan(arr[:, 0]).sum())
+            if lost:
+                stats[f"missing_{mod}"] = stats.get(f"missing_{mod}", 0) + lost
     return Dialogue(id=name, split=split, speakers=spk, labels=lab, texts=txt, sentiments=sen, features=feats)
 
 
 def repair_note(stats: dict[str, int]) -> list[str]:
-    """The summary note for :func:`make_dialogue`'s text-repair count, if any text was repaired."""
+    """The summary notes for :func:`make_dialogue`'s counts: repaired texts, missing feature rows."""
     n = stats.get("repaired_texts", 0)
-    return [f"repaired cp1252/mojibake characters in {n} sentence{'s' if n != 1 else ''} (e.g. '\\x92' -> '’')"] if n else []
+    notes = [f"repaired cp1252/mojibake characters in {n} sentence{'s' if n != 1 else ''} (e.g. '\\x92' -> '’')"] if n else []
+    for key in sorted(k for k in stats if k.startswith("missing_")):
+        notes.append(f"{stats[key]} {key[len('missing_'):]} feature row(s) are all zero or all NaN: that modality is "
+                     "missing there (masked out of the graph)")
+    return notes
 
 
 def check_feature_dims(dialogues: Sequence[Dialogue], path: str) -> None:

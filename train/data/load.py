@@ -28,7 +28,7 @@ from train.data import cosmic, dialoguernn, meld_csv, mmgcn
 from train.data.checks import check_feature_dims
 from train.data.corpus import Corpus
 from train.data.safe_pickle import load_pickle
-from train.errors import InputError
+from train.common import InputError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from train.data.checks import make_dialogue, n_carved_valid, repair_note
 from train.data.corpus import MELD_LABELS, MELD_SENTIMENTS, Corpus, Dialogue
 from train.data.text import decode_cp1252
-from train.errors import InputError
+from train.common import InputError
 
 # file-name prefix -> (split, dialogue-id offset in COSMIC's numbering)
 SPLIT_FILES = {"train": ("train", 0), "dev": ("valid", 1039), "test": ("test", 1153)}

@@ -23,7 +23,7 @@ import pickle
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from train.errors import InputError
+from train.common import InputError
 
 
 def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:

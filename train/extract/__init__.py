@@ -20,7 +20,7 @@ import numpy as np
 
 from train.config import MODALITIES
 from train.data.corpus import Corpus
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import ExtractorIdentity, FeatureExtractor, UtteranceInput
 from train.features.cache import FeatureFile, content_key, plan_reuse
 from train.features.registry import get_extractor

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Sequence
 
-from train.errors import InputError, run_cli
+from train.common import InputError, run_cli
 from train.extract import DEFAULT_EXTRACTORS, extract_corpus
 from train.features.registry import get_extractor, known
 

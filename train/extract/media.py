@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
+from train.features.base import SAMPLE_RATE
 
 COLUMNS = ("dialogue_id", "utterance_index", "path", "start", "end")
-SAMPLE_RATE = 16000
 VIDEO_FPS = 4.0  # frames sampled per second of an utterance: expressions change slower than that
 MAX_FRAMES = 64  # per utterance, so a long monologue cannot exhaust memory
 

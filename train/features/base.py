@@ -1,32 +1,18 @@
 """The one interface every per-utterance feature extractor implements."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, memoised by (path, size, mtime) so identities are cheap to recompute.
-
-    Extractor identities hash the files that decide their outputs (weights, configs, cascades).
-    """
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _sha_memo[key] = h.hexdigest()
-    return _sha_memo[key]
+# The project's one audio rate (IEMOCAP's and the live microphone's): extractors resample every
+# input to it, the runtime captures and replays at it.
+SAMPLE_RATE = 16000
+# Past turns of the conversation an utterance's text extractor may read (``UtteranceInput.context``):
+# the live runtime keeps this many, the export's checks pass this many. An encoder that reads
+# more (``ContextFormat.turns``) is refused rather than silently served fewer live.
+MAX_CONTEXT_TURNS = 8
 
 
 @dataclass(frozen=True)
@@ -54,13 +40,13 @@ class UtteranceInput:
     text: transcript. speaker: speaker label. audio: (samples,) float32 mono at ``sample_rate``.
     frames: list of (H, W, 3) uint8 BGR video frames spanning the utterance.
     context: earlier utterances of the same conversation, oldest first (past only, so that
-    a live runtime can compute the same thing).
+    a live runtime can compute the same thing), at most :data:`MAX_CONTEXT_TURNS` of them.
     """
 
     text: str | None = None
     speaker: str | None = None
     audio: np.ndarray | None = None
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     frames: Sequence[np.ndarray] | None = None
     context: Sequence["UtteranceInput"] = ()
 

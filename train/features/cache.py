@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +22,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError, atomic_file
 from train.features.base import ExtractorIdentity
 
 FORMAT = "ariigcn-features/1"
 META_KEY = "__meta__"
 KEYS_PREFIX = "__keys__/"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def content_key(*parts: Any) -> str:
@@ -61,7 +53,7 @@ class FeatureFile:
         return sum(len(k) for k in self.keys.values())
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically to ``path`` (temp file in the same directory, then ``os.replace``)."""
+        """Write atomically to ``path`` (:func:`train.common.atomic_file`)."""
         path = Path(path)
         for did in self.features:
             if did.startswith("__"):
@@ -73,18 +65,8 @@ class FeatureFile:
         for did, feats in self.features.items():
             arrays[did] = np.ascontiguousarray(feats, dtype=np.float32)
             arrays[KEYS_PREFIX + did] = np.array(self.keys[did], dtype="<U16").reshape(-1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         return path
 
     @classmethod

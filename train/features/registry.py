@@ -10,7 +10,7 @@ import importlib
 import inspect
 from typing import Any
 
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import FeatureExtractor
 
 # name -> backend -> "module:Class"; insertion order: the first backend is the default.
@@ -85,7 +85,8 @@ register("is10", "train.features.audio:IS10Extractor")
 register("whisper-enc", "train.features.audio:WhisperEncoderExtractor")
 register("fer", "train.features.visual:FerExtractor")
 # Fine-tuned, context-aware MiniLM (train.finetune), one name per shipped encoder
-# (runtime/models/encoders/<dataset>/); path= names another encoder directory / ONNX export.
+# (encoders/<dataset>/ in the model search path, train.model_dir); path= names another encoder
+# directory / ONNX export.
 for _dataset, _cls in (("iemocap", "IemocapContextTextExtractor"), ("meld", "MeldContextTextExtractor")):
     register(f"minilm-ctx-{_dataset}", f"train.features.text_context:{_cls}", backend="torch")
     register(f"minilm-ctx-{_dataset}", "train.features.text_context:OnnxContextTextExtractor", backend="onnx")

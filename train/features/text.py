@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from train.errors import InputError
-from train.features.base import ExtractorIdentity, UtteranceInput, file_sha256
+from train.common import InputError, file_sha256
+from train.features.base import ExtractorIdentity, UtteranceInput
 
 log = logging.getLogger(__name__)
 

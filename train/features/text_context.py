@@ -18,7 +18,8 @@ Pipeline (the wheel's sentence-transformers model with the adapter folded in)::
     formatted text -> tokens (<= max_length) -> BERT (6 layers, LoRA on the top ones)
         -> mean over tokens -> L2 normalisation -> (384,) float32
 
-An *encoder directory* (written by ``python -m train.finetune``; shipped ones live in
+An *encoder directory* (written by ``python -m train.finetune``; found by name in ``encoders/`` of the
+model search path, see :mod:`train.model_dir`; the runtime ships its own in
 ``runtime/models/encoders/<name>/``) holds only what differs from the wheel::
 
     adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft layout)
@@ -35,16 +36,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from train.errors import InputError
-from train.features.base import ExtractorIdentity, UtteranceInput, file_sha256
+from train.common import InputError, atomic_dir, file_sha256
+from train.features.base import MAX_CONTEXT_TURNS, ExtractorIdentity, UtteranceInput
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CONTEXT_JSON = "context.json"  # beside an ONNX export: the context format it was exported with
 SPEAKER_STYLES = ("relative", "name")
-# Shipped encoders: registry name -> directory name under runtime/models/encoders/.
+# Shipped encoders: registry name -> encoder name in the model search path (train.model_dir).
 SHIPPED = {"minilm-ctx-iemocap": "iemocap", "minilm-ctx-meld": "meld"}
 
 
@@ -83,8 +82,8 @@ class ContextFormat:
     version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        if self.turns < 0:
-            raise InputError(f"context turns must be >= 0, got {self.turns}")
+        if not 0 <= self.turns <= MAX_CONTEXT_TURNS:
+            raise InputError(f"context turns must be in 0..{MAX_CONTEXT_TURNS} (the past turns the runtime keeps), got {self.turns}")
         if self.speakers not in SPEAKER_STYLES:
             raise InputError(f"context speakers must be one of {SPEAKER_STYLES}, got {self.speakers!r}")
         if not 8 <= self.max_length <= 512:
@@ -156,27 +155,24 @@ def format_dialogue(texts: Sequence[str | None], speakers: Sequence[str | None],
 # Encoder directories and identity
 
 
-def shipped_encoders_root() -> Path:
-    """``runtime/models/encoders`` (beside the shipped graph models)."""
-    from train.model_dir import shipped_models_root
-
-    return shipped_models_root() / "encoders"
+ENCODERS_SUBDIR = "encoders"  # encoder <name> is DIR/encoders/<name>/ for each DIR of the model search path
 
 
-def resolve_encoder_dir(name_or_dir: str | os.PathLike) -> Path:
-    """A shipped encoder's name ("iemocap", "meld") or a directory -> an encoder directory."""
+def resolve_encoder_dir(name_or_dir: str | os.PathLike, search_path: Sequence[str | os.PathLike] | None = None) -> Path:
+    """An encoder directory, or an encoder's name ("iemocap", "meld") in the model search path
+    (:func:`train.model_dir.model_search_path`) -> an encoder directory."""
+    from train.model_dir import model_search_path, search_path_hint
+
     text = str(name_or_dir)
     path = Path(text).expanduser()
+    roots = [d / ENCODERS_SUBDIR for d in model_search_path(search_path)]
     if not path.is_dir() and "/" not in text and os.sep not in text:
-        shipped = shipped_encoders_root() / text
-        if shipped.is_dir():
-            path = shipped
+        path = next((r / text for r in roots if (r / text).is_dir()), path)
     if not path.is_dir():
-        root = shipped_encoders_root()
-        have = sorted(p.name for p in root.iterdir() if (p / ENCODER_JSON).is_file()) if root.is_dir() else []
+        have = sorted({p.name for r in roots if r.is_dir() for p in r.iterdir() if (p / ENCODER_JSON).is_file()})
         raise InputError(
-            f"no such fine-tuned text encoder directory (shipped: {', '.join(have) or 'none'}; make one with "
-            "python -m train.finetune --config configs/<name>-encoder.yaml)",
+            f"no such fine-tuned text encoder directory ({search_path_hint('encoder', have, [r.parent for r in roots])}; "
+            "make one with python -m train.finetune --config configs/<name>-encoder.yaml)",
             path=text,
         )
     for f in (ENCODER_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS):
@@ -294,37 +290,9 @@ def save_merged(encoder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """
     out = Path(out_dir)
     st = merged_sentence_transformer(encoder)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         st.save(str(tmp), safe_serialization=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def export_onnx(encoder: str | os.PathLike, out_dir: str | os.PathLike, *, int8: bool = False, opset: int | None = None):
-    """Export the merged encoder to ``out_dir`` with ``export.text_encoder`` (ONNX + tokenizer),
-    stamped with this extractor's identity, and write ``context.json`` beside it so
-    :class:`OnnxContextTextExtractor` formats inputs the same way. Returns the exporter's
-    ``TextEncoderFiles``."""
-    from export.files import write_text_atomic
-    from export.text_encoder import export_text_encoder, quantize_text_encoder
-
-    d = resolve_encoder_dir(encoder)
-    identity = encoder_identity(d)
-    fmt = read_encoder_json(d)["context"]
-    with tempfile.TemporaryDirectory(prefix="merged-encoder-") as tmp:
-        merged = save_merged(d, Path(tmp) / "st")
-        files = export_text_encoder(out_dir, source=merged, identity=identity, **({"opset": opset} if opset else {}))
-    if int8:
-        files = quantize_text_encoder(files)
-    write_text_atomic(Path(out_dir) / CONTEXT_JSON, json.dumps({"context": fmt, "identity": identity.to_dict()}, indent=2) + "\n")
-    return files
 
 
 def _encode_formatted(encode, texts: Sequence[str | None], batch_size: int) -> np.ndarray:
@@ -413,7 +381,7 @@ class MeldContextTextExtractor(_ShippedContextTextExtractor):
 
 class OnnxContextTextExtractor:
     """Torch-free twin of :class:`ContextTextExtractor`: the ONNX export of the merged encoder
-    (``export_onnx``) run by onnxruntime, with the same input format and identity.
+    (``export.text_encoder.export_context_encoder``) run by onnxruntime, with the same input format and identity.
 
     Args:
         path: the export directory (text_encoder.onnx, tokenizer.json, context.json).
@@ -428,7 +396,7 @@ class OnnxContextTextExtractor:
         path = Path(path)
         ctx_file = path / CONTEXT_JSON
         if not ctx_file.is_file():
-            raise InputError(f"no {CONTEXT_JSON} in the exported encoder directory (export it with train.features.text_context.export_onnx)", path=str(path))
+            raise InputError(f"no {CONTEXT_JSON} in the exported encoder directory (export it with export.text_encoder.export_context_encoder)", path=str(path))
         try:
             info = json.loads(ctx_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -458,7 +426,6 @@ __all__ = [
     "resolve_encoder_dir",
     "merged_sentence_transformer",
     "save_merged",
-    "export_onnx",
     "ContextTextExtractor",
     "IemocapContextTextExtractor",
     "MeldContextTextExtractor",

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError
 from train.features.base import ExtractorIdentity, UtteranceInput
 from train.features.text import is_blank
 
@@ -51,7 +51,7 @@ class OnnxMiniLMExtractor:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ):
-        from export.ort_session import make_session
+        from train.common import make_session
 
         if precision not in PRECISIONS:
             raise InputError(f"unknown text encoder precision {precision!r}; expected one of {sorted(PRECISIONS)}")

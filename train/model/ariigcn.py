@@ -16,8 +16,11 @@ Joint loss (:meth:`ARIIGCN.losses`), weights from the config:
     \mathcal{L} = \mathcal{L}_{CE} + w_{adv}\,\mathcal{L}_{adv}
         + w_{intra}\,\mathcal{L}_{intra} + w_{inter}\,\mathcal{L}_{inter}
 
-with :math:`\mathcal{L}_{adv} = \mathcal{L}_D` under gradient reversal (``schedule: grl``) or
-:math:`\mathcal{L}_G` with a separate discriminator step (``schedule: alternating``). Switched
+with :math:`\mathcal{L}_{adv} = \mathcal{L}_D + \mathcal{L}_G` (``schedule: paper``, the default:
+discriminators on detached features, generators through frozen discriminators),
+:math:`\mathcal{L}_G` with a separate discriminator step (``schedule: alternating``), or
+:math:`\mathcal{L}_D` under gradient reversal (``schedule: grl``, symmetric); see
+:mod:`.adversarial`. Switched
 off (and 0): adversarial when ``adversarial.enabled`` is false or M = 1; ``intra``/``inter``
 when ``contrastive.intra``/``contrastive.inter`` is false; inter also when M = 1. The generator
 layers stay in the network either way, so ablations change the objective, not the architecture.
@@ -35,9 +38,10 @@ from torch import nn
 
 from train.batch import GraphBatch
 from train.config import Config
-from train.errors import InputError
+from train.common import InputError
 from train.graph import num_relations
-from train.model.adversarial import Generator, ModalityAdversary, discriminator_loss, generator_loss, grad_reverse
+from train.model.adversarial import (Generator, ModalityAdversary, discriminator_loss, generator_loss, grad_reverse,
+                                     r1_penalty)
 from train.model.classifier import UtteranceClassifier
 from train.model.contrastive import contrastive_losses
 from train.model.projection import ModalityProjection
@@ -52,14 +56,21 @@ class ModelOutput:
         logits: (N, C), or None from a discriminator-only pass.
         states: (M, N, H) node states after the graph; absent nodes are 0.
         generated: (M, N, H) generator outputs (input of the graph).
-        judged: (M, M, N) discriminator logits ``D_m(g^k_u)``, or None when the adversary is off
-            or was not asked for; under ``grl`` they were computed through gradient reversal.
+        judged: (M, M, N) discriminator logits ``D_m(g^k_u)`` that train the discriminators, or
+            None when the adversary is off or was not asked for; under ``grl`` computed through
+            gradient reversal, under ``paper`` on detached generated features.
+        judged_frozen: (M, M, N) the same logits through frozen discriminators (``paper`` only):
+            what the generator loss is computed from.
+        judge_input: (M, N, H) the detached generated features ``judged`` was computed from, with
+            ``requires_grad`` when the R1 penalty needs their gradient; else None.
     """
 
     logits: torch.Tensor | None
     states: torch.Tensor | None
     generated: torch.Tensor
     judged: torch.Tensor | None = None
+    judged_frozen: torch.Tensor | None = None
+    judge_input: torch.Tensor | None = None
 
 
 class ARIIGCN(nn.Module):
@@ -87,7 +98,8 @@ class ARIIGCN(nn.Module):
         self.projections = nn.ModuleDict(
             {m: ModalityProjection(self.dims[m], mc.hidden, mc.proj_layers, mc.dropout, mc.input_norm)
              for m in self.modalities})
-        self.generators = nn.ModuleDict({m: Generator(mc.hidden, mc.dropout) for m in self.modalities})
+        relu = cfg.adversarial.generator == "relu"
+        self.generators = nn.ModuleDict({m: Generator(mc.hidden, mc.dropout, relu=relu) for m in self.modalities})
         self.adversary = ModalityAdversary(n_mod, mc.hidden) if self.adversarial_active else None
         self.gcn = RelationalGCN(mc.hidden, self.num_relations, mc.gcn_layers, mc.dropout) if mc.use_graph else None
         self.classifier = UtteranceClassifier(mc.hidden, mc.classifier_hidden, self.n_classes, mc.dropout)
@@ -154,24 +166,39 @@ class ARIIGCN(nn.Module):
                 raise RuntimeError("discriminator_only pass asked for, but the adversary is off")
             with torch.no_grad():
                 gen = self._generate(batch.features, present)
-            return ModelOutput(logits=None, states=None, generated=gen, judged=self.adversary.judge(gen))
+            d_in = self._judge_input(gen)
+            return ModelOutput(logits=None, states=None, generated=gen, judged=self.adversary.judge(d_in), judge_input=d_in)
 
         gen, x = self._node_states(batch.features, present,
                                    None if self.gcn is None else lambda v: self.gcn(v, batch.edge_index, batch.edge_type))
         logits = self.classifier(x, present)
 
-        judged = None
+        judged = frozen = d_in = None
         if adversarial and self.adversary is not None:
-            ac = self.cfg.adversarial
-            judged = self.adversary.judge(grad_reverse(gen, ac.grl_lambda) if ac.schedule == "grl" else gen)
-        return ModelOutput(logits=logits, states=x, generated=gen, judged=judged)
+            schedule = self.cfg.adversarial.schedule
+            if schedule == "grl":
+                judged = self.adversary.judge(grad_reverse(gen, self.cfg.adversarial.grl_lambda))
+            elif schedule == "paper":
+                d_in = self._judge_input(gen)
+                judged = self.adversary.judge(d_in)
+                frozen = self.adversary.judge_frozen(gen)
+            else:  # alternating: the discriminators learn in their own step; here only L_G is used
+                judged = self.adversary.judge(gen)
+        return ModelOutput(logits=logits, states=x, generated=gen, judged=judged, judged_frozen=frozen, judge_input=d_in)
+
+    def _judge_input(self, gen: torch.Tensor) -> torch.Tensor:
+        """``gen`` detached, requiring grad when the R1 penalty will need its gradient."""
+        d_in = gen.detach()
+        if self.cfg.adversarial.r1 > 0 and torch.is_grad_enabled():
+            d_in.requires_grad_(True)
+        return d_in
 
     def forward_dense(self, features: dict[str, torch.Tensor], present: torch.Tensor,
                       adjacency: torch.Tensor | None) -> torch.Tensor:
         """Logits computed with dense matrices only: the formulation to export (ONNX has no scatter).
 
         Equal to ``forward(batch).logits`` when ``adjacency`` is
-        :func:`train.model.rgcn.dense_adjacency` of the batch's edges (modality-major nodes).
+        :func:`train.model.rgcn.row_normalised_adjacency` of the batch's edges (modality-major nodes).
 
         Shapes: features modality -> (N, d_m) (absent rows may hold anything, NaN too), present
         (N, M) bool, adjacency (R, M*N, M*N) row-normalised (unused, may be None, without the
@@ -188,17 +215,25 @@ class ARIIGCN(nn.Module):
 
     # -----------------------------------------------------------------------------------------
     def discriminator_loss(self, out: ModelOutput, batch: GraphBatch) -> torch.Tensor:
-        """:math:`\\mathcal{L}_D` of ``out.judged`` (the alternating schedule's discriminator step)."""
+        """:math:`\\mathcal{L}_D` of ``out.judged``, plus the R1 penalty where ``out`` carries its input
+        (the alternating schedule's discriminator step)."""
         if out.judged is None:
             raise RuntimeError("no discriminator logits in this output (adversary off, or adversarial=False)")
-        return discriminator_loss(out.judged, batch.present)
+        return discriminator_loss(out.judged, batch.present) + self._r1(out, batch)
+
+    def _r1(self, out: ModelOutput, batch: GraphBatch) -> torch.Tensor:
+        """:math:`\\tfrac{\\gamma}{2}` R1 (:func:`.adversarial.r1_penalty`), or 0 when off or not computable."""
+        d_in, gamma = out.judge_input, self.cfg.adversarial.r1
+        if gamma <= 0 or d_in is None or not d_in.requires_grad or not out.judged.requires_grad:
+            return out.judged.new_zeros(())
+        return 0.5 * gamma * r1_penalty(out.judged, d_in, batch.present)
 
     def losses(self, out: ModelOutput, batch: GraphBatch, class_weights: torch.Tensor | None = None
                ) -> dict[str, torch.Tensor]:
         """Every loss term and the weighted ``total``.
 
         Returns a dict of scalars: ``ce`` (cross-entropy over labelled utterances, optional
-        class weights (C,)), ``adv`` (the adversarial term in ``total``), ``adv_d``, ``adv_g``,
+        class weights (C,)), ``adv`` (the adversarial term in ``total``), ``adv_d``, ``adv_g``, ``adv_r1``,
         ``intra``, ``inter`` and ``total``. Switched-off terms are 0.
         """
         if out.logits is None or out.states is None:
@@ -215,11 +250,13 @@ class ARIIGCN(nn.Module):
         zero = out.logits.new_zeros(())
 
         ac, cc = self.cfg.adversarial, self.cfg.contrastive
-        adv_d = adv_g = adv = zero
+        adv_d = adv_g = adv = adv_r1 = zero
         if out.judged is not None:
             adv_d = discriminator_loss(out.judged, batch.present)
-            adv_g = generator_loss(out.judged, batch.present)
-            adv = adv_d if ac.schedule == "grl" else adv_g
+            adv_g = generator_loss(out.judged if out.judged_frozen is None else out.judged_frozen, batch.present)
+            if ac.schedule == "paper":
+                adv_r1 = self._r1(out, batch)
+            adv = {"grl": adv_d, "paper": adv_d + adv_r1 + adv_g, "alternating": adv_g}[ac.schedule]
 
         intra, inter = zero, zero
         want_intra, want_inter = cc.intra and cc.intra_weight > 0, cc.inter and cc.inter_weight > 0
@@ -227,4 +264,5 @@ class ARIIGCN(nn.Module):
             intra, inter = contrastive_losses(out.states, batch.present, labels, cc.temperature,
                                               intra=want_intra, inter=want_inter)
         total = ce + ac.weight * adv + cc.intra_weight * intra + cc.inter_weight * inter
-        return {"ce": ce, "adv": adv, "adv_d": adv_d, "adv_g": adv_g, "intra": intra, "inter": inter, "total": total}
+        return {"ce": ce, "adv": adv, "adv_d": adv_d, "adv_g": adv_g, "adv_r1": adv_r1, "intra": intra, "inter": inter,
+                "total": total}

@@ -55,7 +55,7 @@ class RelationalGCN(nn.Module):
     def forward_dense(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
         """The same layers with matrix products only (exports to ONNX; see the module docstring).
 
-        Shapes: x (V, hidden), adjacency (R, V, V) row-normalised (:func:`dense_adjacency`) -> (V, hidden).
+        Shapes: x (V, hidden), adjacency (R, V, V) row-normalised (:func:`row_normalised_adjacency`) -> (V, hidden).
         """
         for conv in self.convs:
             r, h, _ = conv.weight.shape
@@ -66,7 +66,7 @@ class RelationalGCN(nn.Module):
         return x
 
 
-def dense_adjacency(edge_index: torch.Tensor, edge_type: torch.Tensor, num_nodes: int,
+def row_normalised_adjacency(edge_index: torch.Tensor, edge_type: torch.Tensor, num_nodes: int,
                     num_relations: int) -> torch.Tensor:
     """Row-normalised per-relation adjacency ``Â_r`` of the module docstring.
 
