@@ -29,7 +29,7 @@ from export.manifest import GRAPH, ExportManifest, check_export, is_export_dir
 from train import backends as train_backends
 from train.backends import Backend, check_features
 from train.data.corpus import Dialogue
-from train.common import InputError
+from train.common import ExportMismatchError, InputError
 from train.features.base import ExtractorIdentity
 from train.graph import ConversationWindow
 from train.model_dir import ModelManifest, WEIGHTS_FILE
@@ -51,9 +51,9 @@ def resolve_export_dir(model_dir: str | Path | None, export_dir: str | Path | No
         return model_dir
     if is_export_dir(model_dir / EXPORT_SUBDIR):
         return model_dir / EXPORT_SUBDIR
-    raise InputError(
-        f"no exported artifacts for this model (looked for {EXPORT_SUBDIR}/manifest.json); "
-        f"export them with: python -m export --model {model_dir} --out {model_dir / EXPORT_SUBDIR}",
+    raise ExportMismatchError(
+        f"no ONNX export for this model (looked for {EXPORT_SUBDIR}/manifest.json)",
+        advice=f"export it with: python -m export --model {model_dir} --out {model_dir / EXPORT_SUBDIR}",
         path=str(model_dir),
     )
 
@@ -92,7 +92,8 @@ class GraphBackend:
         self.file = probe.file(GRAPH, self.onnx_precision)
         if self.file is None:
             flag = {"int8": " --int8", "fp16": " --fp16"}.get(self.onnx_precision, "")
-            raise InputError(f"the export has no {self.onnx_precision} graph model; re-run python -m export{flag}", path=str(self.export_dir))
+            raise ExportMismatchError(f"the export has no {self.onnx_precision} graph model", path=str(self.export_dir),
+                                      advice=f"re-run python -m export{flag}")
         # A model directory with weights is checked for the exact version the export came from.
         version_of = Path(model_dir) if model_dir is not None and (Path(model_dir) / WEIGHTS_FILE).is_file() else None
         self.export: ExportManifest = check_export(self.export_dir, model_dir=version_of, files=[self.file])

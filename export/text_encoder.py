@@ -1,12 +1,12 @@
-"""Export the sentence encoder (all-MiniLM-L6-v2 or a fine-tuned copy) to ONNX with its tokenizer.
+"""Export a sentence encoder (all-MiniLM-L6-v2, all-mpnet-base-v2 or a fine-tuned copy) to ONNX with its tokenizer.
 
 The exported graph is the whole sentence-transformers pipeline after tokenisation::
 
     input_ids (batch, tokens) int64, attention_mask (batch, tokens) int64
-      -> BERT last hidden state (batch, tokens, 384)
+      -> BERT / MPNet last hidden state (batch, tokens, 384 | 768)
       -> masked mean over tokens   (sum(h * m) / max(sum(m), 1e-9))
       -> L2 normalisation          (x / max(||x||, 1e-12))
-      -> embedding (batch, 384) float32
+      -> embedding (batch, 384 | 768) float32
 
 so the runtime needs only ``tokenizers`` + ``onnxruntime`` (see
 :class:`train.features.text_onnx.OnnxMiniLMExtractor`). ``tokenizer.json`` is copied beside
@@ -114,6 +114,9 @@ def _pooling_module(st):
         raise InputError(f"cannot export sentence-transformers modules {sorted(unknown)}")
     normalize = "Normalize" in names
     bert = modules[0].auto_model
+    import inspect
+
+    takes_types = "token_type_ids" in inspect.signature(bert.forward).parameters  # BERT yes, MPNet no
 
     class MeanPooledEncoder(torch.nn.Module):
         def __init__(self):
@@ -121,9 +124,8 @@ def _pooling_module(st):
             self.bert = bert
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.bert(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
-            ).last_hidden_state  # (B, T, D)
+            extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_types else {}
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state  # (B, T, D)
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
             emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
             return F.normalize(emb, p=2.0, dim=1) if normalize else emb
@@ -174,16 +176,31 @@ def export_text_encoder(
     return TextEncoderFiles(onnx=onnx_path, tokenizer=tok_path, dim=dim, max_length=max_length, identity=identity)
 
 
-def quantize_text_encoder(files: TextEncoderFiles) -> TextEncoderFiles:
-    """Dynamic INT8 (weights int8 per channel, embedding tables int8, activations quantised per
-    call): the usual choice for transformer encoders on CPU; it needs no calibration text.
-    Measured on all-MiniLM-L6-v2: 90 MB -> 23 MB, mean cosine to FP32 ~0.98."""
+INT8_METHODS = ("dynamic", "blockwise")
+# Encoders whose INT8 copy is blockwise (export.quantize.quantize_blockwise_int8): dynamic
+# per-tensor INT8 wrecks all-mpnet-base-v2 (mean cosine 0.07 to FP32; blockwise 0.999).
+BLOCKWISE_INT8 = ("mpnet",)
+
+
+def quantize_text_encoder(files: TextEncoderFiles, method: str = "dynamic") -> TextEncoderFiles:
+    """INT8 copy of the encoder; needs no calibration text.
+
+    "dynamic": weights int8 per channel, embedding tables int8, activations quantised per call
+    (per tensor): the usual choice for BERT encoders on CPU. all-MiniLM-L6-v2: 90 MB -> 23 MB,
+    mean cosine to FP32 ~0.98. "blockwise": 8-bit weight blocks with per-block activation
+    quantisation (:func:`export.quantize.quantize_blockwise_int8`), for encoders with outlier
+    activations (all-mpnet-base-v2: 436 MB -> 120 MB, cosine 0.999)."""
     from dataclasses import replace
 
-    from export.quantize import quantize_dynamic_int8
+    from export.quantize import quantize_blockwise_int8, quantize_dynamic_int8
 
+    if method not in INT8_METHODS:
+        raise InputError(f"unknown text encoder INT8 method {method!r}; expected one of {', '.join(INT8_METHODS)}")
     out = files.onnx.parent / ENCODER_INT8_FILE
-    quantize_dynamic_int8(files.onnx, out, per_channel=True, op_types=("MatMul", "Gemm", "Gather"))
+    if method == "blockwise":
+        quantize_blockwise_int8(files.onnx, out)
+    else:
+        quantize_dynamic_int8(files.onnx, out, per_channel=True, op_types=("MatMul", "Gemm", "Gather"))
     return replace(files, int8=out)
 
 
@@ -219,9 +236,9 @@ def check_parity(
 ) -> dict[str, float]:
     """Compare the exported encoder(s) in ``export_dir`` with their torch form.
 
-    ``extractor``: the registry name ("minilm", or a fine-tuned ``minilm-ctx-*`` whose export
-    formats speaker and past turns the same way); the reference is its torch extractor (for
-    "minilm": sentence-transformers on ``source``, default the offline wheel).
+    ``extractor``: the registry name ("minilm", "mpnet", or a fine-tuned ``minilm-ctx-*`` whose
+    export formats speaker and past turns the same way); the reference is its torch extractor
+    (for "minilm": sentence-transformers on ``source``, default the offline wheel).
     ``items``: :class:`UtteranceInput` (with speaker and ``context`` for context encoders);
     default one item per text of ``texts``.
 
@@ -252,19 +269,24 @@ def check_parity(
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.text_encoder", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--source", help="sentence-transformers directory (default: the offline all-MiniLM-L6-v2 wheel)")
+    p.add_argument("--extractor", choices=("minilm", "mpnet"), default="minilm", help="frozen encoder to export (default minilm; mpnet: the assembled all-mpnet-base-v2)")
+    p.add_argument("--source", help="sentence-transformers directory (default: the extractor's own model)")
     p.add_argument("--int8", action="store_true", help="also write a dynamic INT8 copy")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--check", action="store_true", help="print parity against sentence-transformers")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
-    files = export_text_encoder(args.out, source=args.source, opset=args.opset)
+    from train.features.registry import resolve
+
+    cls = resolve(args.extractor, "torch")
+    source = Path(args.source) if args.source else cls.default_path()
+    files = export_text_encoder(args.out, source=source, identity=model_identity(source, name=cls.name, dim=cls.dim), opset=args.opset)
     if args.int8:
-        files = quantize_text_encoder(files)
+        files = quantize_text_encoder(files, "blockwise" if args.extractor in BLOCKWISE_INT8 else "dynamic")
     print(f"wrote {files.onnx}" + (f", {files.int8}" if files.int8 else "") + f", {files.tokenizer}")
     if args.check:
-        print(json.dumps(check_parity(args.out, source=args.source), indent=2))
+        print(json.dumps(check_parity(args.out, source=source, extractor=args.extractor), indent=2))
     return 0
 
 

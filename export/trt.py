@@ -37,14 +37,15 @@ from typing import Mapping
 
 import numpy as np
 
-from train.common import InputError, file_sha256, write_bytes_atomic, write_text_atomic
+from train.common import BackendUnavailableError, InputError, file_sha256, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-TENSORRT_MISSING = (
-    "TensorRT is not installed (Python module 'tensorrt' not found). TensorRT comes with NVIDIA "
-    "JetPack on Jetson and with NVIDIA's containers (nvcr.io/nvidia/tensorrt, nvcr.io/nvidia/pytorch); "
-    "on an x86 machine with an NVIDIA GPU: pip install 'ariigcn[trt]'. Without it use --backend onnx or onnx-int8"
+TENSORRT_MISSING = "TensorRT is not installed (Python module 'tensorrt' not found)"
+TENSORRT_ADVICE = (
+    "TensorRT comes with NVIDIA JetPack on Jetson and with NVIDIA's containers (nvcr.io/nvidia/tensorrt, "
+    "nvcr.io/nvidia/pytorch); on an x86 machine with an NVIDIA GPU: pip install 'ariigcn[trt]'. "
+    "Without it use --backend onnx or onnx-int8"
 )
 
 PRECISIONS = ("fp16", "int8")
@@ -59,7 +60,7 @@ def require_tensorrt():
     try:
         import tensorrt
     except ImportError:
-        raise InputError(TENSORRT_MISSING) from None
+        raise BackendUnavailableError(TENSORRT_MISSING, advice=TENSORRT_ADVICE) from None
     return tensorrt
 
 
@@ -71,7 +72,8 @@ def _cudart():
         try:
             from cuda import cudart  # type: ignore[no-redef]
         except ImportError:
-            raise InputError("cuda-python is not installed (needed to run TensorRT engines): pip install cuda-python") from None
+            raise BackendUnavailableError("cuda-python is not installed (needed to run TensorRT engines)",
+                                          advice="pip install cuda-python") from None
     return cudart
 
 
@@ -102,7 +104,7 @@ def gpu_name() -> str:
     model = Path("/proc/device-tree/model")  # Jetson: "NVIDIA Jetson Orin Nano Developer Kit"
     if model.is_file():
         return model.read_bytes().decode(errors="replace").strip("\x00 \n")
-    raise InputError("no NVIDIA GPU found (cuda-python, nvidia-smi and /proc/device-tree/model all failed)")
+    raise BackendUnavailableError("no NVIDIA GPU found (cuda-python, nvidia-smi and /proc/device-tree/model all failed)")
 
 
 @dataclass(frozen=True)

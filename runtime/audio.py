@@ -18,8 +18,10 @@ a blocking put) would corrupt utterance boundaries and timings without anyone no
 
 Faults: a missing/unreadable file, no audio track, no PortAudio, no microphone or a bad device
 are :class:`~train.common.InputError` at open time. A microphone that disappears mid-session
-(PortAudio ends the stream, or no block arrives for ``audio.stall_timeout_s``) ends the source
-with a logged warning; everything captured before is still delivered.
+(PortAudio ends the stream, or no block arrives for ``audio.stall_timeout_s``) is reopened every
+``audio.reconnect_s`` until it is back, the gap delivered as silence (see
+:class:`MicrophoneSource`); with ``reconnect_s = 0`` it ends the source with a logged warning,
+and everything captured before is still delivered.
 """
 from __future__ import annotations
 
@@ -28,14 +30,21 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, AudioConfig
 from train.common import InputError
+from train.extract.media import wav_truncation
 
 log = logging.getLogger(__name__)
+
+MIC_POLL_S = 0.1  # the microphone reader re-checks for a stalled or ended stream this often
+# A block arriving this long after the previous one ends a stall: the audio the device did not
+# deliver meanwhile is lost, and its duration goes on the queue as silence so that sample k stays at
+# start_time + k / 16000. PortAudio's own buffering is tens of milliseconds, far below this.
+GAP_FILL_S = 0.5
 
 
 class AudioOverflowError(InputError):
@@ -43,6 +52,10 @@ class AudioOverflowError(InputError):
 
     A subclass of InputError so that CLIs report it as one clear line (run_cli).
     """
+
+
+class NoAudioTrackError(InputError):
+    """The file opens as media but has no audio track (e.g. a silent video)."""
 
 
 class AudioQueue:
@@ -72,6 +85,11 @@ class AudioQueue:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def overflowed(self) -> bool:
+        """Closed because the consumer fell more than ``max_samples`` behind (see :meth:`put`)."""
+        return self._overflow
 
     def put(self, chunk: np.ndarray) -> bool:
         """Append a chunk (the queue keeps a reference: pass a copy). Never blocks."""
@@ -141,7 +159,7 @@ def _open_container(path: str | Path):
         raise InputError(f"cannot read as audio/video: {e.strerror or type(e).__name__}", path=str(p)) from None
     if not container.streams.audio:
         container.close()
-        raise InputError("has no audio track", path=str(p))
+        raise NoAudioTrackError("has no audio track", path=str(p))
     return container
 
 
@@ -159,6 +177,10 @@ class FileAudioSource:
         self.realtime = realtime
         self.sample_rate = SAMPLE_RATE
         _open_container(self.path).close()  # fail now, clearly, not on first iteration
+        # A WAV that ends before its header's length (FFmpeg reads it without a word): said now.
+        self.truncated: str | None = wav_truncation(self.path)
+        if self.truncated:
+            log.warning("%s: %s; replaying the audio that is there", self.path, self.truncated)
         self.samples_delivered = 0
         self.start_time: float | None = None  # time.monotonic() when delivery began
         self.ended_reason: str | None = None
@@ -253,16 +275,26 @@ class MicrophoneSource:
     """sounddevice capture at 16 kHz mono, int16 from the device, delivered as float32 chunks.
 
     ``device``: None for the default input, an index, or a name (substring). Iterating yields
-    chunks until :meth:`close`, or until the device disappears (logged; see module doc).
-    Capturing int16 lets PortAudio/ALSA hand over the device's native format; the conversion
-    to float32 (/32768) is done here.
+    chunks until :meth:`close`. Capturing int16 lets PortAudio/ALSA hand over the device's native
+    format; the conversion to float32 (/32768) is done here.
+
+    Stalls: audio the device did not deliver (a stall of more than GAP_FILL_S) is delivered as
+    silence of the same length, so sample k stays at ``start_time + k / 16000`` on the wall clock
+    (and in step with a camera). A microphone that is *lost* (PortAudio ends the stream, or no
+    block arrives for ``audio.stall_timeout_s``) is reopened every ``audio.reconnect_s`` seconds
+    until it is back (:attr:`lost` says why it is gone meanwhile, :attr:`reconnects` counts the
+    returns); the time it was gone becomes silence the same way. ``notify(message)``, when set,
+    hears each stall, loss and return. With ``reconnect_s = 0`` a lost microphone ends the source
+    instead (everything captured before is still delivered).
     """
 
-    def __init__(self, device: int | str | None = None, cfg: AudioConfig | None = None):
+    def __init__(self, device: int | str | None = None, cfg: AudioConfig | None = None, *, sounddevice=None):
+        """``sounddevice``: the sounddevice module (default), or a stand-in with its API (a
+        simulated device for tests and the fault benchmark)."""
         self.cfg = cfg or AudioConfig()
         self.sample_rate = SAMPLE_RATE
         self.chunk = SAMPLE_RATE * self.cfg.chunk_ms // 1000
-        sd = self._sd = _sounddevice()
+        sd = self._sd = sounddevice or _sounddevice()
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as e:
@@ -270,41 +302,76 @@ class MicrophoneSource:
             known = f"input devices: {', '.join(map(repr, inputs))}" if inputs else "PortAudio sees no input device"
             what = "no microphone found" if device is None else f"no microphone {device!r} ({str(e).splitlines()[0]})"
             raise InputError(f"{what}; {known}") from None
+        self.requested = device  # what the user asked for: reopened by this after a loss
         self.device = device if device is not None else info["index"]
         self.device_name = str(info["name"])
         self.queue = AudioQueue(int(self.cfg.queue_max_s * SAMPLE_RATE))
         self.samples_delivered = 0
         self.start_time: float | None = None
         self.ended_reason: str | None = None
+        self.lost: str | None = None  # why the microphone is gone right now
+        self.reconnects = 0
+        self.silence_filled_s = 0.0  # time it was gone, delivered as silence
+        self.notify: Callable[[str], None] | None = None
         self.driver_overflows = 0  # blocks PortAudio itself reports as lost (input_overflow)
-        self._last_block = 0.0
+        self._captured = 0  # samples put on the queue (capture + filled silence)
+        self._last_block = 0.0  # arrival of the newest block, or the (re)opening of the stream
+        self._last_arrival = 0.0  # arrival of the newest block (gaps are measured from it)
+        self._gaps: collections.deque[float] = collections.deque(maxlen=100)  # seconds filled, to report
+        self._stream_ended = False
         self._closing = False
+        self._closed = threading.Event()
         self._stream = None
 
     # PortAudio thread: copy, enqueue, return. Nothing here may block or log.
     def _callback(self, indata, frames, time_info, status) -> None:
-        self._last_block = time.monotonic()
+        now = self._last_block = time.monotonic()
         if status.input_overflow:
             self.driver_overflows += 1
-        if not self.queue.put(indata[:, 0].astype(np.float32) / 32768.0):
+        block = indata[:, 0].astype(np.float32) / 32768.0
+        if self._last_arrival and now - self._last_arrival > GAP_FILL_S:
+            missing = int((now - self.start_time) * SAMPLE_RATE) - self._captured - len(block)
+            if missing > 0:  # the device delivered nothing meanwhile: that time becomes silence
+                if not self.queue.put(np.zeros(missing, np.float32)):
+                    raise self._sd.CallbackAbort
+                self._captured += missing
+                self.silence_filled_s += missing / SAMPLE_RATE
+                self._gaps.append(missing / SAMPLE_RATE)
+        self._last_arrival = now
+        if not self.queue.put(block):
             raise self._sd.CallbackAbort
+        self._captured += len(block)
 
     def _finished(self) -> None:
         if not self._closing:
-            self.queue.close("the audio stream ended (device removed or failed)")
+            self._stream_ended = True
+
+    def _open_stream(self) -> None:
+        sd = self._sd
+        self._stream_ended = False
+        self._stream = sd.InputStream(
+            samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=self.chunk, device=self.device,
+            callback=self._callback, finished_callback=self._finished,
+        )
+        self._last_block = time.monotonic()
+        self._stream.start()
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except self._sd.PortAudioError as e:
+                log.debug("closing the microphone stream: %s", e)
 
     def start(self) -> "MicrophoneSource":
         if self._stream is not None:
             return self
-        sd = self._sd
         try:
-            self._stream = sd.InputStream(
-                samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=self.chunk, device=self.device,
-                callback=self._callback, finished_callback=self._finished,
-            )
-            self.start_time = self._last_block = time.monotonic()
-            self._stream.start()
-        except sd.PortAudioError as e:
+            self.start_time = time.monotonic()
+            self._open_stream()
+        except self._sd.PortAudioError as e:
             self._stream = None
             raise InputError(f"cannot open microphone {self.device_name!r} at {SAMPLE_RATE} Hz mono: {e}") from None
         log.info("microphone: %s (%d Hz mono)", self.device_name, SAMPLE_RATE)
@@ -313,14 +380,9 @@ class MicrophoneSource:
     def close(self) -> None:
         """Stop capture; chunks already captured can still be read."""
         self._closing = True
+        self._closed.set()
         self.queue.close("stopped")
-        if self._stream is not None:
-            try:
-                self._stream.abort()
-                self._stream.close()
-            except self._sd.PortAudioError as e:
-                log.debug("closing the microphone stream: %s", e)
-            self._stream = None
+        self._close_stream()
 
     def __enter__(self):
         return self.start()
@@ -328,21 +390,61 @@ class MicrophoneSource:
     def __exit__(self, *exc):
         self.close()
 
+    def _tell(self, message: str) -> None:
+        log.warning("%s", message)
+        if self.notify is not None:
+            self.notify(message)
+
+    def _reconnect(self, reason: str) -> bool:
+        """The microphone is gone: reopen it every reconnect_s until it is back (True) or the
+        source is closed (False). The time it was gone goes on the queue as silence."""
+        self.lost = reason
+        self._close_stream()
+        self._tell(f"microphone {self.device_name!r} lost ({reason}); reopening it every {self.cfg.reconnect_s:g} s")
+        lost_at = self._last_arrival or time.monotonic()
+        while not self._closed.wait(self.cfg.reconnect_s):
+            try:
+                if self.requested is None:  # the default input now (it may be another device)
+                    self.device = self._sd.query_devices(None, "input")["index"]
+                self._open_stream()
+            except (ValueError, self._sd.PortAudioError) as e:
+                log.debug("microphone: reopening failed: %s", e)
+                self._close_stream()
+                continue
+            self.lost = None
+            self.reconnects += 1
+            self._tell(f"microphone {self.device_name!r} is back after {time.monotonic() - lost_at:.1f} s without "
+                       "audio (delivered as silence)")
+            return True
+        return False
+
     def __iter__(self) -> Iterator[np.ndarray]:
         self.start()
         while True:
-            chunk = self.queue.get(timeout=0.1)  # raises AudioOverflowError after draining
+            chunk = self.queue.get(timeout=MIC_POLL_S)  # raises AudioOverflowError after draining
+            while self._gaps:
+                gap = self._gaps.popleft()
+                if gap < self.cfg.stall_timeout_s:  # longer ones were a loss: _reconnect said it
+                    self._tell(f"microphone {self.device_name!r} delivered nothing for {gap:.1f} s; "
+                               "that time is silence")
             if chunk is not None:
                 self.samples_delivered += len(chunk)
                 yield chunk
                 continue
             if self.queue.finished():
                 break
+            if self._closing:
+                continue
             stalled = time.monotonic() - self._last_block
+            reason = None
             if stalled > self.cfg.stall_timeout_s:
-                self.queue.close(f"no audio from the microphone for {stalled:.1f} s (device removed?)")
-            elif self._stream is not None and not self._stream.active and not self._closing:
-                self.queue.close("the audio stream stopped (device removed or failed)")
+                reason = f"no audio from the microphone for {stalled:.1f} s (device removed?)"
+            elif self._stream_ended or (self._stream is not None and not self._stream.active):
+                reason = "the audio stream ended (device removed or failed)"
+            if reason is None:
+                continue
+            if self.cfg.reconnect_s <= 0 or not self._reconnect(reason):
+                self.queue.close(reason if not self._closing else "stopped")
         self.ended_reason = self.queue.reason
         if self.driver_overflows:
             log.warning("microphone: the driver reported %d overflowed blocks (audio lost before capture)", self.driver_overflows)

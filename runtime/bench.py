@@ -116,7 +116,7 @@ def visual_timing_model(out: Path, model: str, manifest) -> Path:
 
     from train.config import config_from_dict
     from train.features.registry import get_extractor
-    from train.model import ARIIGCN
+    from train.model import build_model
     from train.model_dir import ModelManifest, read_config, resolve_model_dir, save_model_dir
 
     cfg_dict = read_config(resolve_model_dir(model)).to_dict()
@@ -126,7 +126,7 @@ def visual_timing_model(out: Path, model: str, manifest) -> Path:
     fer = get_extractor("fer").identity
     dims = {"text": manifest.dims["text"], "visual": fer.dim}
     torch.manual_seed(0)
-    net = ARIIGCN(cfg, dims, len(manifest.labels)).eval()
+    net = build_model(cfg, dims, len(manifest.labels)).eval()  # a seed ensemble when the model is one
     m = ModelManifest("timing-text-visual", manifest.dataset, manifest.labels, dims,
                       {"text": manifest.extractors["text"], "visual": fer}, manifest.past, manifest.future)
     return save_model_dir(out, net, cfg, m)

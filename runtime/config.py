@@ -29,6 +29,10 @@ class AudioConfig:
     queue_max_s: float = 600.0
     # A microphone that delivers nothing for this long is treated as gone (unplugged).
     stall_timeout_s: float = 2.0
+    # A microphone that is gone is reopened this often (seconds) until it is back; the time it was
+    # gone becomes silence, so the audio clock keeps to the wall clock (and to the camera's).
+    # 0 = give it up: the session ends after labelling what was captured.
+    reconnect_s: float = 2.0
 
 
 @dataclass
@@ -39,6 +43,9 @@ class VideoConfig:
     # Frames kept (newest first wins) so an utterance's frames can be gathered; bounded.
     history_s: float = 20.0
     history_fps: float = 5.0  # at most this many frames per second go into the history
+    # A camera that stops delivering frames is reopened this often (seconds) until it is back;
+    # 0 = give it up (the session goes on audio-only either way).
+    reconnect_s: float = 2.0
 
 
 @dataclass
@@ -141,13 +148,12 @@ class RuntimeConfig:
             raise InputError("speakers.merge_threshold must be a cosine similarity in (-1, 1]", path=source)
         if not -1.0 < s.threshold < 1.0:
             raise InputError("speakers.threshold must be a cosine similarity in (-1, 1)", path=source)
+        if self.video.reconnect_s < 0:
+            raise InputError("video.reconnect_s must be >= 0 (0: do not reopen a lost camera)", path=source)
+        if au.reconnect_s < 0:
+            raise InputError("audio.reconnect_s must be >= 0 (0: do not reopen a lost microphone)", path=source)
         if au.chunk_ms <= 0 or au.queue_max_s <= 0 or au.stall_timeout_s <= 0:
             raise InputError("audio: chunk_ms, queue_max_s and stall_timeout_s must be > 0", path=source)
-        for name in ("model",):
-            for sec in (v, a):
-                val = getattr(sec, name)
-                if val is not None and not isinstance(val, str):
-                    raise InputError(f"{name}: expected a path string or null, got {val!r}", path=source)
 
 
 def runtime_config_from_dict(raw: dict[str, Any], source: str = "runtime config") -> RuntimeConfig:

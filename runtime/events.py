@@ -130,40 +130,63 @@ def warning_event(message: str, **fields: Any) -> WarningEvent:
     return {"type": "warning", "message": message, **fields}
 
 
+def check_output_file(path: str | os.PathLike, what: str = "--events") -> Path:
+    """InputError unless a file can be created at ``path`` later: its directory must exist (it is
+    not created for you) and ``path`` must not be a directory. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} names a directory; give a file name (or - for stdout)", path=str(path))
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{what}: the directory {parent} does not exist; create it first", path=str(path))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what}: cannot write in the directory {parent}", path=str(path))
+    return path
+
+
 class EventWriter:
     """JSON lines to a file (``path``) or stdout (``"-"``); each line written whole and flushed.
 
-    A file is opened for appending line by line rather than written at the end, so a session that
-    is killed keeps every event it produced. Thread-safe.
+    A file is checked when the writer is made (:func:`check_output_file`: its directory must
+    exist) but created only by :meth:`open` or the first :meth:`write`, i.e. once the session has
+    started: a session that fails to start leaves no file behind. It is then written line by line
+    rather than at the end, so a session that is killed keeps every event it produced. Thread-safe.
     """
 
     def __init__(self, target: str | os.PathLike | IO[str] | None):
         self._lock = threading.Lock()
         self._own = False
+        self._closed = False
         self.path: Path | None = None
-        if target is None:
-            self._out = None
-        elif target == "-":
+        self._out: IO[str] | None = None
+        if target == "-":
             self._out = sys.stdout
-        elif hasattr(target, "write"):
+        elif target is not None and hasattr(target, "write"):
             self._out = target  # type: ignore[assignment]
-        else:
-            self.path = Path(target)
-            if self.path.is_dir():
-                raise InputError("--events names a directory; give a file name (or - for stdout)", path=str(self.path))
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._out = open(self.path, "w", encoding="utf-8", buffering=1)
-            except OSError as e:
-                raise InputError(f"cannot write events: {e.strerror}", path=str(self.path)) from None
-            self._own = True
+        elif target is not None:
+            self.path = check_output_file(target)
         self.count = 0
 
-    def write(self, event: Mapping[str, Any]) -> None:
-        if self._out is None:
+    def open(self) -> None:
+        """Create the events file now (a no-op for stdout, a stream or no target)."""
+        with self._lock:
+            self._open()
+
+    def _open(self) -> None:
+        if self.path is None or self._out is not None or self._closed:
             return
+        try:
+            self._out = open(self.path, "w", encoding="utf-8", buffering=1)
+        except OSError as e:
+            raise InputError(f"cannot write events: {e.strerror}", path=str(self.path)) from None
+        self._own = True
+
+    def write(self, event: Mapping[str, Any]) -> None:
         line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
         with self._lock:
+            self._open()
+            if self._out is None:
+                return
             self._out.write(line)
             self._out.flush()
             self.count += 1
@@ -173,6 +196,7 @@ class EventWriter:
             if self._own and self._out is not None:
                 self._out.close()
             self._out = None
+            self._closed = True
 
 
 def format_status(event: Mapping[str, Any]) -> str:
@@ -192,12 +216,15 @@ class StatusLine:
     """The latest label and latencies on one terminal line (stderr), rewritten in place.
 
     Only drawn when the stream is a terminal (``force`` to draw anyway); a non-terminal gets
-    nothing, so logs and piped events stay clean.
+    nothing, so logs and piped events stay clean. ``whole_lines``: one finished line per event
+    instead of rewriting one line in place, for when the events go to the same terminal on stdout
+    (``--events -``): a line left open there would have the next JSON event appended to it.
     """
 
-    def __init__(self, stream: IO[str] | None = None, force: bool = False):
+    def __init__(self, stream: IO[str] | None = None, force: bool = False, whole_lines: bool = False):
         self.stream = stream or sys.stderr
         self.enabled = force or (hasattr(self.stream, "isatty") and self.stream.isatty())
+        self.whole_lines = whole_lines
         self._width = 0
         self._lock = threading.Lock()
 
@@ -206,6 +233,10 @@ class StatusLine:
             return
         line = format_status(event)
         with self._lock:
+            if self.whole_lines:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+                return
             pad = max(0, self._width - len(line))
             self.stream.write("\r" + line + " " * pad)
             self.stream.flush()

@@ -6,8 +6,10 @@ waits for the model thread, so it keeps refreshing while an utterance is being p
 boxes come from OpenCV's Haar cascade on a downscaled frame, a few times a second, in the same
 loop (cheap, and independent of whether the model uses the visual modality).
 
-OpenCV needs a GUI build (``opencv-python``, not ``-headless``) and a display; without them
-:func:`check_display` raises a clear :class:`InputError` before the session starts.
+OpenCV needs a GUI build (``opencv-python``, what ``.ci/setup.sh`` installs by default, not the
+``-headless`` one of ``ARIIGCN_HEADLESS=1``) and a display; without them :func:`check_display`
+raises a clear :class:`InputError` before the session starts. Without a screen, ``xvfb-run``
+provides a virtual display (the tests show the window that way).
 """
 from __future__ import annotations
 
@@ -29,17 +31,24 @@ DETECT_WIDTH = 320  # frames are shrunk to this width for face detection
 PROVISIONAL_COLOUR = (150, 200, 255)  # BGR: a provisional label's head line
 
 
-def check_display() -> None:
-    """InputError unless an OpenCV window can be opened here."""
+def opencv_has_gui() -> bool:
+    """Whether this OpenCV build can open windows (``opencv-python``, not ``-headless``)."""
     import cv2
 
+    gui = [l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GUI:")]
+    return not (gui and "NONE" in gui[0].upper())
+
+
+def check_display() -> None:
+    """InputError unless an OpenCV window can be opened here."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise InputError("--window needs a display, and this session has none (no $DISPLAY); "
-                         "run without --window (events still go to --events / the terminal)")
-    gui = [l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GUI:")]
-    if gui and "NONE" in gui[0].upper():
-        raise InputError("--window needs OpenCV with GUI support, but this is a headless build "
-                         "(opencv-python-headless); pip install 'opencv-python<5' to show a window")
+                         "run without --window (events still go to --events / the terminal), "
+                         "or under a virtual display: xvfb-run -a ...")
+    if not opencv_has_gui():
+        raise InputError("--window needs OpenCV with GUI support, but this is the headless build "
+                         "(opencv-python-headless, from ARIIGCN_HEADLESS=1); for a window run bash .ci/setup.sh "
+                         "without ARIIGCN_HEADLESS (it swaps the OpenCV build)")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -106,13 +115,16 @@ class Overlay:
         return canvas
 
     def run(self, latest_frame: Callable[[], np.ndarray | None], latest_event: Callable[[], dict | None],
-            running: Callable[[], bool], status: Callable[[], str] = lambda: "", fps: float = 30.0) -> None:
-        """Show frames until ``running()`` is false or the user presses q / Esc / closes the window."""
+            running: Callable[[], bool], status: Callable[[], str] = lambda: "", fps: float = 30.0) -> int:
+        """Show frames until ``running()`` is false or the user presses q / Esc / closes the window;
+        returns the number of frames drawn."""
         cv2 = self.cv2
         cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_NORMAL)
+        shown = 0
         try:
             while running():
                 cv2.imshow(WINDOW_TITLE, self.draw(latest_frame(), latest_event(), status()))
+                shown += 1
                 key = cv2.waitKey(max(1, int(1000 / fps))) & 0xFF
                 if key in (ord("q"), 27):
                     break
@@ -120,3 +132,4 @@ class Overlay:
                     break
         finally:
             cv2.destroyWindow(WINDOW_TITLE)
+        return shown

@@ -1,22 +1,36 @@
 """The embeddable live recognizer: push audio chunks and video frames in, take events out.
 
-::
+One thread (a file fed in chunks; :meth:`Recognizer.poll` never waits)::
 
-    rec = Recognizer(model="iemocap")          # backend: the fastest available (see select_backend)
-    rec.start()
-    rec.push_audio(chunk)                      # (n,) float32 16 kHz mono; never blocks
-    rec.push_frame(image_bgr, t)               # optional; t: seconds on the audio clock
-    for event in rec.events():                 # JSON-able dicts (runtime.events), until close
-        ...
+    rec = Recognizer(model="iemocap", realtime=False).start()  # realtime=True for a microphone
+    for chunk in chunks:                       # (n,) float32 16 kHz mono
+        rec.push_audio(chunk)                  # never blocks
+        for event in rec.poll():               # the events ready now (JSON-able dicts, runtime.events)
+            ...
     rec.end_audio()                            # no more audio: the last utterance is flushed
+    for event in rec.events():                 # the rest, until the session's "stopped" event
+        ...
+    rec.close()
 
-Threads and queues (nothing a capture thread calls ever waits for the model)::
+:meth:`Recognizer.events` waits for events until the audio has ended: iterate it on another thread
+than the one pushing audio, or after :meth:`~Recognizer.end_audio` (called on the pushing thread
+before that, it raises instead of waiting forever). ``push_frame(image_bgr, t)`` adds video
+frames (``t``: seconds on the audio clock). See README.md for pasteable examples.
+
+Threads and queues (nothing a capture thread calls ever waits for the model or for the reader)::
 
     capture --push_audio--> AudioQueue (never drops; bounded by duration, fails loudly)
             --push_frame--> FrameHistory (bounded ring) + LatestFrame (newest wins)
     segmenter thread: VAD -> utterance assembly (runtime.segmentation: boundary pauses, speaker
                       changes) -> provisional / final views (+ their frames) --> utterance queue
     model thread: ASR -> speaker -> features -> incremental graph + model --> event queue
+    event queue (bounded: drops the oldest, counts it) --> events() / poll() (the caller's thread)
+                                                      +-> callback thread --> on_event(event)
+
+``on_event`` runs on the recognizer's own ``recognizer-callbacks`` thread, one event at a time in
+order; a slow callback delays only later callbacks (its queue drops the oldest too), never the
+pipeline. Events nobody reads are dropped oldest first beyond ``max_events``; the count is logged
+once and reported in the ``stopped`` event (``events_dropped``).
 
 Each utterance gets a provisional event (``"final": false``) at every pause inside it and one final
 event (``"final": true``) when it closes, both with its ``index`` (:mod:`runtime.events`). A
@@ -53,7 +67,7 @@ from runtime.conversation import Conversation
 from runtime.events import speaker_update_event, status_event, utterance_event, warning_event
 from runtime.features import FeatureBuilder, UtteranceData
 from runtime.video import Frame, FrameHistory, LatestFrame
-from train.common import InputError
+from train.common import BackendUnavailableError, ExportMismatchError, InputError
 from train.features.base import MAX_CONTEXT_TURNS
 from train.graph import present_rows
 
@@ -62,6 +76,71 @@ log = logging.getLogger(__name__)
 # Fastest first. trt needs TensorRT + a GPU; onnx-int8 / onnx need an export (python -m export).
 BACKEND_ORDER = ("trt", "onnx-int8", "onnx", "torch")
 _END = object()
+
+# Bounds and waits of the pipeline's threads (see the module docstring).
+# Closed utterances waiting for the model thread. Each is at most vad.max_utterance_s (15 s) of
+# audio, so 64 is minutes of speech; beyond it the segmenter waits (capture never does: the audio
+# queue keeps accepting, bounded by audio.queue_max_s).
+UTTERANCE_QUEUE_MAX = 64
+# Events kept for a reader that does not keep up (per queue: events() and on_event); beyond it
+# the oldest are dropped and counted. 10000 events is hours of conversation.
+MAX_EVENTS = 10000
+# How often a waiting thread re-checks whether the session ended: the segmenter waiting for audio
+# (an idle microphone) and for room in the utterance queue. Short enough that end_audio()/abort()
+# take effect at once for a person, long enough to cost nothing.
+SEGMENTER_POLL_S = 0.1
+HANDOVER_RETRY_S = 0.5
+# The face thread's nap when no new frame has come: 20 checks a second, above the history's 5 fps.
+FACES_IDLE_S = 0.05
+FACES_BATCH = 8  # frames it takes at once when behind (the newest matter most)
+MAX_WARNINGS_KEPT = 100  # RecognizerStats.warnings keeps the newest; warnings_total counts all
+# close() waits this long for a user's on_event callback to take the last events (it may be stuck).
+CALLBACK_DRAIN_S = 5.0
+
+
+class EventQueue:
+    """Events from the pipeline to one reader: ``put`` never blocks; beyond ``maxlen`` the oldest
+    event is dropped and counted (``dropped``). ``get`` returns events in order, then ``_END`` once
+    the queue is closed and drained."""
+
+    def __init__(self, maxlen: int = MAX_EVENTS, name: str = "events"):
+        self.maxlen = int(maxlen)
+        self.name = name
+        self.dropped = 0
+        self._items: collections.deque[dict] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, event: dict) -> None:
+        with self._cond:
+            if len(self._items) >= self.maxlen:
+                self._items.popleft()
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.warning("%s are not being read: dropping the oldest beyond %d (read Recognizer.events() or "
+                                "poll(), or keep on_event fast); the count is in the stopped event", self.name, self.maxlen)
+            self._items.append(event)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.maxlen
+
+    def get(self, timeout: float | None = None):
+        """The next event; ``_END`` at the end; None when ``timeout`` passes first."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
+                return None
+            return self._items.popleft() if self._items else _END
 
 
 def load_model(model: str | Path = "iemocap", backend: str | None = None):
@@ -75,31 +154,55 @@ def load_model(model: str | Path = "iemocap", backend: str | None = None):
 def select_backend(model: str | Path, name: str | None = None):
     """Load the model with backend ``name``, or with the fastest one that works when None.
 
-    Returns ``(backend, notes)``: ``notes`` says why each faster backend was passed over (logged
-    as well). A backend named explicitly that cannot load is an error, never a silent fallback.
+    Returns ``(backend, notes)``: ``notes`` says in a few words why each faster backend was passed
+    over (the full reasons are logged at debug level). A backend that is not installed here
+    (:class:`BackendUnavailableError`, e.g. no TensorRT on a CPU) is passed over quietly; an
+    export that no longer matches the model (:class:`ExportMismatchError`) is warned about on
+    stderr, since the fast path was expected and not taken. A backend named explicitly that cannot
+    load is an error, never a silent fallback. A missing or damaged model directory is one error,
+    whatever the backend.
     """
     from export.backends import load_backend
+    from train.model_dir import resolve_model_dir
 
+    directory = resolve_model_dir(model)  # one line for a missing or damaged model directory
     if name is not None:
-        return load_backend(model, name), []
-    notes = []
+        return load_backend(directory, name), []
+    notes: list[str] = []
+    export_problem: ExportMismatchError | None = None
+    failures: list[InputError] = []
     for candidate in BACKEND_ORDER:
         try:
-            backend = load_backend(model, candidate)
+            backend = load_backend(directory, candidate)
+        except BackendUnavailableError as e:
+            notes.append(f"{candidate}: {e.reason}")
+            log.debug("backend %s passed over: %s", candidate, e)
+            continue
+        except ExportMismatchError as e:
+            notes.append(f"{candidate}: {e.reason}")
+            export_problem = export_problem or e
+            log.debug("backend %s passed over: %s", candidate, e)
+            continue
         except InputError as e:
-            notes.append(f"{candidate}: {e}")
+            notes.append(f"{candidate}: {e.reason}")
+            failures.append(e)
+            log.debug("backend %s failed: %s", candidate, e)
             continue
         except ImportError as e:  # e.g. torch not installed on an edge device
             notes.append(f"{candidate}: needs {e.name or e}")
+            log.debug("backend %s passed over: %s", candidate, e)
             continue
-        for note in notes:
-            log.info("backend %s", note)
-        short = [n.split(". ")[0].split(" (")[0] for n in notes]  # first clause of each reason
-        if short:
-            # Expected on most machines (no TensorRT on a CPU): said once, in the log and the start event.
-            log.info("using backend %s; faster ones unavailable: %s", candidate, "; ".join(short))
-        return backend, short
-    raise InputError("no backend can run this model: " + " | ".join(notes))
+        if export_problem is not None:
+            log.warning("running on the slower %s backend: the fast ONNX path is unusable (%s); %s", candidate,
+                        export_problem.reason, export_problem.advice or "")
+        elif notes:  # expected on most machines (no TensorRT on a CPU): said in the start event
+            log.info("using backend %s; faster ones unavailable: %s", candidate, "; ".join(notes))
+        return backend, notes
+    worst = failures[-1] if failures else export_problem
+    if worst is None:
+        raise InputError("no backend can run here: " + "; ".join(notes), path=str(directory))
+    raise InputError(f"cannot load the model: {worst.reason} (--debug: why each backend failed)",
+                     path=str(worst.path or directory), advice=worst.advice)
 
 
 @dataclass
@@ -124,7 +227,10 @@ class RecognizerStats:
     speaker_updates: int = 0  # speaker merges announced
     faceless: int = 0  # utterances whose visual row was empty (model uses video)
     frames_pushed: int = 0
-    warnings: list[str] = field(default_factory=list)
+    warnings: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=MAX_WARNINGS_KEPT))
+    warnings_total: int = 0  # all warnings (``warnings`` keeps the newest MAX_WARNINGS_KEPT)
+    dropped_utterances: int = 0  # closed utterances abandoned by abort() before they were labelled
+    dropped_audio_s: float = 0.0  # pushed audio abort() left unsegmented
 
 
 class Recognizer:
@@ -139,13 +245,19 @@ class Recognizer:
             processed as fast as possible (changes only how latency is measured).
         video: a video source feeds frames (the visual modality is otherwise absent, with a warning).
         transcriber, speakers, segmenter, features: pre-built stages (tests, sharing one ASR model).
-        on_event: called with every event on the model thread, in addition to :meth:`events`.
+        on_event: called with every event, in order, on the recognizer's ``recognizer-callbacks``
+            thread (never on a capture or model thread), in addition to :meth:`events`.
+        max_events: events kept for a reader that falls behind (per queue); the oldest beyond it
+            are dropped and counted (``events_dropped`` in the stopped event).
+        progress: called with a line for a person before each slow loading step (the CLI prints
+            them on stderr), e.g. "loading speech recognition (faster-whisper)".
     """
 
     def __init__(self, model: str | Path = "iemocap", backend: str | None | Any = None,
                  config: RuntimeConfig | None = None, *, realtime: bool = True, video: bool = False,
                  transcriber=None, speakers=None, segmenter=None, features: FeatureBuilder | None = None,
-                 on_event: Callable[[dict], None] | None = None, max_events: int = 10000):
+                 on_event: Callable[[dict], None] | None = None, max_events: int = MAX_EVENTS,
+                 progress: Callable[[str], None] | None = None):
         from runtime.asr import Transcriber
         from runtime.segmentation import UtteranceAssembler
         from runtime.speaker_change import SpeakerChangeDetector
@@ -154,16 +266,25 @@ class Recognizer:
         self.cfg = config or RuntimeConfig()
         self.realtime = realtime
         self.video = video
+        self._progress = progress or (lambda message: None)
         t0 = time.perf_counter()
         if backend is None or isinstance(backend, str):
+            self._progress(f"loading the emotion model {model} ({backend or 'the fastest backend available'})")
             self.backend, self.backend_notes = select_backend(model, backend)
         else:
             self.backend, self.backend_notes = backend, []
         self.manifest = self.backend.manifest
         self.labels = list(self.manifest.labels)
+        if features is None:
+            self._progress("loading its feature extractors: " + ", ".join(
+                f"{m} {e.name}" for m, e in self.manifest.extractors.items()))
         self.features = features or FeatureBuilder(self.manifest, self.backend)
         self.conversation = Conversation(self.backend)
+        if transcriber is None:
+            self._progress("loading speech recognition (faster-whisper)")
         self.transcriber = transcriber or Transcriber(self.cfg.asr)
+        if speakers is None:
+            self._progress("loading speaker recognition (voice encoder)")
         self.speakers = speakers or SpeakerTracker(self.cfg.speakers)
         if segmenter is None:
             detector = None
@@ -178,16 +299,22 @@ class Recognizer:
         self.audio_queue = AudioQueue(int(self.cfg.audio.queue_max_s * SAMPLE_RATE))
         self.history = FrameHistory(self.cfg.video.history_s, self.cfg.video.history_fps)
         self.latest = LatestFrame()
-        self._utt_queue: queue.Queue = queue.Queue(maxsize=64)  # segmenter thread blocks, never capture
-        self._events: queue.Queue = queue.Queue(maxsize=max_events)
-        self._arrivals: collections.deque[tuple[int, float]] = collections.deque()  # (samples pushed, wall)
+        self._utt_queue: queue.Queue = queue.Queue(maxsize=UTTERANCE_QUEUE_MAX)  # segmenter waits, never capture
+        self._events = EventQueue(max_events, "events")
+        self._callbacks = EventQueue(max_events, "on_event callbacks") if on_event is not None else None
+        # (samples pushed, wall time) per chunk of a realtime source; pruned up to what the segmenter consumed
+        self._arrivals: collections.deque[tuple[int, float]] = collections.deque()
         self._arrivals_lock = threading.Lock()
         self.samples_pushed = 0
         self.vad_position = 0  # samples the segmenter has consumed
         self._history_data: collections.deque[UtteranceData] = collections.deque(maxlen=MAX_CONTEXT_TURNS)
         self._threads: list[threading.Thread] = []
+        self._callback_thread: threading.Thread | None = None
+        self._faces_thread: threading.Thread | None = None
+        self._pusher: int | None = None  # thread id that pushes audio (events() guards against waiting on itself)
         self._error: BaseException | None = None
         self._closed = threading.Event()
+        self._abort = threading.Event()
         self._frame_index = 0
         self._video_lost = False
         self._handed = 0  # views handed to the model thread
@@ -205,9 +332,10 @@ class Recognizer:
         """Queue (n,) float32 16 kHz mono audio. Raises AudioOverflowError if the model fell
         ``audio.queue_max_s`` behind (capture must stop: nothing is dropped silently)."""
         chunk = np.asarray(chunk, np.float32).reshape(-1)
+        self._pusher = threading.get_ident()
         if not self.audio_queue.put(chunk):
-            if self.audio_queue.closed and self.audio_queue.reason and "fell" in self.audio_queue.reason:
-                raise AudioOverflowError(self.audio_queue.reason)
+            if self.audio_queue.overflowed:
+                raise AudioOverflowError(self.audio_queue.reason or "the audio queue overflowed")
             return
         self.samples_pushed += len(chunk)
         if self.realtime:
@@ -227,14 +355,21 @@ class Recognizer:
         self.stats.frames_pushed += 1
 
     def warn(self, message: str, **fields) -> None:
-        """Emit a warning event (a source failed, something was skipped) from any thread."""
+        """Emit a warning event (a source failed, something was skipped) from any thread; never
+        blocks (the event queues drop their oldest rather than wait)."""
         self._emit(warning_event(message, **fields))
 
     def video_lost(self, reason: str) -> None:
-        """The video source died: carry on audio-only and say so once."""
+        """The video source died: carry on audio-only and say so once (until :meth:`video_back`)."""
         if not self._video_lost:
             self._video_lost = True
             self._emit(warning_event(f"video lost ({reason}); continuing audio-only", source="video"))
+
+    def video_back(self) -> None:
+        """The video source delivers frames again (a camera that was reopened)."""
+        if self._video_lost:
+            self._video_lost = False
+            self._emit(warning_event("video back: frames are used again", source="video"))
 
     @property
     def busy(self) -> bool:
@@ -251,6 +386,7 @@ class Recognizer:
     def start(self) -> "Recognizer":
         if self._threads:
             return self
+        self._progress("warming up (running each model once)")
         self.features.warm_up()  # load lazily-built models now, not on the first utterance
         self.conversation.warm_up()
         self._emit(status_event(
@@ -266,8 +402,11 @@ class Recognizer:
             self._emit(warning_event("the model uses video but there is no video source: its visual modality is masked out",
                                      source="video"))
         if self.uses_video and self.video and self.features.frame_cache:
-            th = threading.Thread(target=self._faces_loop, name="recognizer-faces", daemon=True)
-            th.start()  # not joined: it only fills a cache, and stops with the session
+            self._faces_thread = threading.Thread(target=self._faces_loop, name="recognizer-faces", daemon=True)
+            self._faces_thread.start()  # it only fills a cache, and stops with the session (close() joins it)
+        if self._callbacks is not None:
+            self._callback_thread = threading.Thread(target=self._callback_loop, name="recognizer-callbacks", daemon=True)
+            self._callback_thread.start()
         for target, name in ((self._segment_loop, "segmenter"), (self._model_loop, "model")):
             th = threading.Thread(target=self._guard(target, last=name == "model"), name=f"recognizer-{name}", daemon=True)
             th.start()
@@ -281,24 +420,47 @@ class Recognizer:
         self.close()
 
     def close(self, timeout: float | None = None) -> None:
-        """End the audio (flushing what was said) and wait for the threads to finish."""
+        """End the audio (what was said is still labelled) and wait for the pipeline to finish.
+
+        Returns once the pipeline's threads have ended (they never wait on a reader: unread events
+        are dropped oldest first), or after ``timeout`` seconds per thread. A user's on_event
+        callback gets at most CALLBACK_DRAIN_S more to take the last events.
+        """
         self.end_audio("closed")
-        for th in self._threads:
+        for th in self._threads + ([self._faces_thread] if self._faces_thread is not None else []):
             th.join(timeout)
+        if self._callback_thread is not None:
+            self._callback_thread.join(CALLBACK_DRAIN_S if timeout is None else min(timeout, CALLBACK_DRAIN_S))
+            if self._callback_thread.is_alive():
+                log.warning("on_event has not returned for %.0f s; closing without it", CALLBACK_DRAIN_S)
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Stop now: audio not yet segmented and closed utterances not yet labelled are dropped
+        (counted in the stopped event: ``dropped_utterances``, ``dropped_audio_s``); the utterance
+        being labelled finishes. The session then ends as after :meth:`end_audio`."""
+        self._abort.set()
+        self.audio_queue.close(reason)
 
     def events(self, timeout: float | None = None) -> Iterator[dict]:
         """Events as they come, until the session ends (after :meth:`end_audio` or :meth:`close`).
 
         ``timeout``: give up waiting after this many seconds without an event (None: wait).
         Re-raises an error that stopped the pipeline, after the events produced before it.
+        Waiting (``timeout=None``) on the thread that pushes audio before the audio has ended
+        would never end: that raises RuntimeError (use :meth:`poll` between pushes).
         """
         while True:
-            try:
-                ev = self._events.get(timeout=timeout)
-            except queue.Empty:
+            if (timeout is None and self._pusher == threading.get_ident() and not self.audio_queue.closed
+                    and not self._events.closed):
+                raise RuntimeError("Recognizer.events() waits until the audio has ended, and this thread pushes "
+                                   "the audio: call end_audio() first, use poll() between pushes, or read events() "
+                                   "on another thread")
+            ev = self._events.get(timeout=timeout if timeout is not None else SEGMENTER_POLL_S)
+            if ev is None:
+                if timeout is None:
+                    continue
                 return
             if ev is _END:
-                self._events.put(_END)  # later calls end at once too
                 if self._error is not None:
                     raise self._error
                 return
@@ -307,15 +469,9 @@ class Recognizer:
     def poll(self) -> list[dict]:
         """Events available now, without waiting."""
         out = []
-        while True:
-            try:
-                ev = self._events.get_nowait()
-            except queue.Empty:
-                return out
-            if ev is _END:
-                self._events.put(_END)
-                return out
+        while (ev := self._events.get(timeout=0)) is not None and ev is not _END:
             out.append(ev)
+        return out
 
     @property
     def finished(self) -> bool:
@@ -347,15 +503,23 @@ class Recognizer:
                 return self._arrivals[0][1]
         return time.monotonic()
 
+    def _prune_arrivals(self, sample: int) -> None:
+        """Forget arrival times of audio before ``sample``: no utterance can close there any more."""
+        with self._arrivals_lock:
+            while len(self._arrivals) > 1 and self._arrivals[0][0] < sample:
+                self._arrivals.popleft()
+
     def _segment_loop(self) -> None:
         seg = self.segmenter
         try:
-            while True:
-                chunk = self.audio_queue.get(timeout=0.1)  # raises AudioOverflowError when drained
+            while not self._abort.is_set():
+                chunk = self.audio_queue.get(timeout=SEGMENTER_POLL_S)  # raises AudioOverflowError when drained
                 if chunk is None:
                     if self.audio_queue.finished():
                         break
                     continue
+                if self.realtime:
+                    self._prune_arrivals(self.vad_position)
                 views = seg.push(chunk)
                 self.vad_position += len(chunk)
                 for view in views:
@@ -364,15 +528,21 @@ class Recognizer:
             self._emit(warning_event(str(e), source="audio"))
             raise
         finally:
-            for utt in seg.flush():
-                self._hand_over(utt)
+            if self._abort.is_set():
+                self.stats.dropped_audio_s = (self.samples_pushed - self.vad_position) / SAMPLE_RATE
+                closed = sum(1 for view in seg.flush() if view.final)  # closed by the abort, never labelled
+                self.stats.segments += closed
+                self.stats.dropped_utterances += closed
+            else:
+                for utt in seg.flush():
+                    self._hand_over(utt)
             self._put_utterance(_END)
 
     def _put_utterance(self, item) -> None:
         """Hand over to the model thread; gives up only if the model thread has ended (failed)."""
         while not self._closed.is_set():
             try:
-                self._utt_queue.put(item, timeout=0.5)
+                self._utt_queue.put(item, timeout=HANDOVER_RETRY_S)
                 return
             except queue.Full:
                 continue
@@ -396,9 +566,9 @@ class Recognizer:
         while not self._closed.is_set():
             todo = [f for f in self.history.between(-np.inf, np.inf) if f.index > done]
             if not todo:
-                time.sleep(0.05)
+                time.sleep(FACES_IDLE_S)
                 continue
-            for f in todo[-8:]:  # behind? the newest frames matter most for what is being said
+            for f in todo[-FACES_BATCH:]:  # behind? the newest frames matter most for what is being said
                 try:
                     self.features.precompute_frame(f.index, f.image)
                 except Exception:  # noqa: BLE001 - the model thread recomputes and reports it
@@ -411,7 +581,10 @@ class Recognizer:
             if item is _END:
                 break
             try:
-                self._process(item)
+                if self._abort.is_set():
+                    self.stats.dropped_utterances += int(item.utt.final)  # a provisional view is no utterance
+                else:
+                    self._process(item)
             finally:
                 self._done += 1
         self._finish()
@@ -427,8 +600,12 @@ class Recognizer:
         self._emit(status_event("stopped", utterances=s.labelled, provisional=s.provisional, segments=s.segments,
                                 no_words=s.no_words, speaker_updates=s.speaker_updates,
                                 reason=self.audio_queue.reason or "stopped",
-                                error=str(self._error) if self._error else None))
-        self._events.put(_END)
+                                dropped_utterances=s.dropped_utterances, dropped_audio_s=round(s.dropped_audio_s, 2),
+                                events_dropped=self._events_dropped(including_one_more=True),
+                                warnings=s.warnings_total, error=str(self._error) if self._error else None))
+        self._events.close()
+        if self._callbacks is not None:
+            self._callbacks.close()
 
     def _transcribe(self, utt, lat: dict[str, float]):
         """The transcript of a view's whole audio; the last one again when the audio is the same."""
@@ -531,11 +708,28 @@ class Recognizer:
         self.stats.speaker_updates += 1
         self._emit(speaker_update_event(merged, into, indices))
 
+    def _events_dropped(self, including_one_more: bool = False) -> int:
+        """Events dropped so far by both queues (+ the drop the next event will cause, if asked)."""
+        queues = [q for q in (self._events, self._callbacks) if q is not None]
+        return sum(q.dropped + int(including_one_more and q.full) for q in queues)
+
+    def _callback_loop(self) -> None:
+        """The ``recognizer-callbacks`` thread: on_event for every event, in order."""
+        while (ev := self._callbacks.get()) is not _END:
+            if ev is None:
+                continue
+            try:
+                self.on_event(ev)
+            except Exception:  # noqa: BLE001 - a failing callback must not stop the session
+                log.exception("on_event failed on a %s event", ev.get("type"))
+
     def _emit(self, event: dict) -> None:
+        """Any thread; never blocks."""
         if event.get("type") == "warning":
             if event.pop("log", True):
                 log.warning("%s", event["message"])
             self.stats.warnings.append(event["message"])
-        if self.on_event is not None:
-            self.on_event(event)
+            self.stats.warnings_total += 1
+        if self._callbacks is not None:
+            self._callbacks.put(event)
         self._events.put(event)

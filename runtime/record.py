@@ -11,6 +11,8 @@ Replay: ``python -m runtime.live --video DIR/video.mp4 --audio DIR/audio.wav``.
 
 Each file is written under a temporary name and renamed when the session closes, so DIR never
 holds a half-written file under a final name (a killed session leaves only ``*.partial`` files).
+DIR is checked when the Recorder is made but created (with its parent required to exist) only by
+:meth:`Recorder.open`, when the session starts: a session that fails to start leaves nothing.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def _partial(path: Path) -> Path:
 
 
 class Recorder:
-    """Streams audio, video frames and events of one session into ``directory``."""
+    """Streams audio, video frames and events of one session into ``directory`` (after :meth:`open`)."""
 
     def __init__(self, directory: str | os.PathLike, video_fps: float = 10.0):
         self.dir = Path(directory)
@@ -48,30 +50,46 @@ class Recorder:
         if existing:
             raise InputError(f"--record directory already holds a recording ({', '.join(existing)}); choose a new one",
                              path=str(self.dir))
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create the recording directory: {e.strerror}", path=str(self.dir)) from None
+        if not self.dir.exists() and not self.dir.parent.is_dir():
+            raise InputError(f"--record: the directory {self.dir.parent} does not exist; create it first", path=str(self.dir))
         self.fps = float(video_fps)
         self._lock = threading.Lock()
-        self._wav = wave.open(str(_partial(self.dir / AUDIO_FILE)), "wb")
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(SAMPLE_RATE)
+        self._wav = None  # opened by open()
         self.samples = 0
-        self.events = EventWriter(_partial(self.dir / EVENTS_FILE))
+        self.events = EventWriter(None)
         self._video = None  # opened on the first frame (its size is known then)
         self._stream = None
         self._next_k = 0  # next constant-rate frame index to write
         self._last: np.ndarray | None = None
         self.frames_written = 0
         self.closed = False
+        self.created_dir = False  # open() made the directory
+
+    def open(self) -> "Recorder":
+        """Create the directory (when missing; ``created_dir`` says so) and the partial files."""
+        with self._lock:
+            if self._wav is not None or self.closed:
+                return self
+            try:
+                if not self.dir.is_dir():
+                    self.dir.mkdir()
+                    self.created_dir = True
+                    log.info("created the recording directory %s", self.dir)
+                self._wav = wave.open(str(_partial(self.dir / AUDIO_FILE)), "wb")
+            except OSError as e:
+                raise InputError(f"cannot record here: {e.strerror}", path=str(self.dir)) from None
+            self._wav.setnchannels(1)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(SAMPLE_RATE)
+            self.events = EventWriter(_partial(self.dir / EVENTS_FILE))
+            self.events.open()
+        return self
 
     # -- audio / events --------------------------------------------------------------------------
     def audio(self, chunk: np.ndarray) -> None:
         pcm = np.clip(np.round(np.asarray(chunk, np.float32) * 32767.0), -32768, 32767).astype("<i2")
         with self._lock:
-            if not self.closed:
+            if self._wav is not None and not self.closed:
                 self._wav.writeframes(pcm.tobytes())
                 self.samples += len(pcm)
 
@@ -84,7 +102,7 @@ class Recorder:
         import av
 
         with self._lock:
-            if self.closed:
+            if self.closed or self._wav is None:
                 return
             if self._video is None:
                 h, w = image.shape[:2]
@@ -117,6 +135,8 @@ class Recorder:
             if self.closed:
                 return []
             self.closed = True
+            if self._wav is None:  # never opened: the session did not start
+                return []
             # pad the video to the audio's length so both tracks end together
             if self._video is not None and self._last is not None:
                 while self._next_k / self.fps < self.samples / SAMPLE_RATE:

@@ -77,6 +77,7 @@ def ensure_encoder_onnx(cache_dir: str | Path | None = None, checkpoint: str | P
     target = cache / f"resemblyzer-{file_sha256(ckpt)[:16]}-v{BUILDER_VERSION}.onnx"
     if target.is_file():
         return target
+    log.warning("building the ONNX voice encoder into %s (first run only; about 15 s)", cache)
     try:
         import torch  # noqa: F401  (only this one-time conversion needs it)
         import librosa  # noqa: F401

@@ -44,7 +44,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
         assert (out / name).is_file(), name
 
     # The written model is the selected one: evaluating it reproduces its validation figure.
-    from train.evaluate import evaluate
+    from train.evaluation import evaluate
 
     r = evaluate(str(out), str(data), "valid")
     assert r["weighted_f1"] == pytest.approx(metrics["selected"]["valid"]["weighted_f1"], abs=1e-6)

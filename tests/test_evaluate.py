@@ -82,7 +82,7 @@ def test_registered_backend_is_used(setup):
     """The one interface the export backends implement: evaluate() scores any backend object passed in."""
     import numpy as np
 
-    from train.evaluate import evaluate
+    from train.evaluation import evaluate
     from train.model_dir import read_manifest
 
     _, data, model = setup
@@ -104,6 +104,44 @@ def test_registered_backend_is_used(setup):
     r = evaluate(str(model), str(data), "test", backend=Constant(model))  # any backend object, passed in
     assert r["backend"] == "constant"
     assert r["per_class_f1"]["neutral"] > 0 and all(v == 0 for k, v in r["per_class_f1"].items() if k != "neutral")
+
+
+def test_predictions_file_and_shift_accuracy(setup, tmp_path, capsys):
+    """--predictions writes one row per utterance; --json adds shift / no-shift accuracy that agree with the rows."""
+    from train.data import load_corpus
+    from train.evaluate import main
+    from train.metrics import shift_mask
+
+    _, data, model = setup
+    out = tmp_path / "pred.jsonl"
+    assert main(["--model", str(model), "--data", str(data), "--split", "test", "--json", "--predictions", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    dialogues = load_corpus(data).split("test")
+    assert len(rows) == sum(len(d) for d in dialogues)
+    assert set(rows[0]) == {"dialogue", "index", "speaker", "label", "prediction", "probs"}
+    assert all(r["prediction"] == max(r["probs"], key=r["probs"].get) for r in rows)
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-3 for r in rows)
+    shifts = [bool(s) for d in dialogues for s in shift_mask(d.labels, d.speakers)]
+    hits = [r["label"] == r["prediction"] for r in rows]
+    n_shift = sum(shifts)
+    assert report["n_shift"] == n_shift > 0
+    assert report["shift_accuracy"] == pytest.approx(100 * sum(h for h, s in zip(hits, shifts) if s) / n_shift)
+    rest = [h for h, s in zip(hits, shifts) if not s]
+    assert report["no_shift_accuracy"] == pytest.approx(100 * sum(rest) / len(rest))
+    assert report["accuracy"] == pytest.approx(100 * sum(hits) / len(hits))
+
+
+def test_predictions_folder_must_exist(setup, tmp_path, capsys):
+    from train.common import run_cli
+    from train.evaluate import main
+
+    _, data, model = setup
+    missing = tmp_path / "no" / "such" / "pred.jsonl"
+    assert run_cli(main, ["--model", str(model), "--data", str(data), "--split", "test", "--predictions", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err and str(missing.parent) in err
+    assert not missing.parent.exists()
 
 
 def test_labels_of_another_dataset_are_refused(setup, tmp_path, capsys):
@@ -141,8 +179,8 @@ def test_model_names_resolve_only_through_a_search_path(tmp_path):
     assert res.returncode == 0 and Path(res.stdout.strip()).resolve() == (SHIPPED / "iemocap").resolve(), res.stderr
 
 
-@pytest.mark.parametrize("name,labels,ext", [("iemocap", IEMOCAP_LABELS, "minilm"), ("meld", MELD_LABELS, "minilm-ctx-meld")])
-def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext):
+@pytest.mark.parametrize("name,labels,ext,dim", [("iemocap", IEMOCAP_LABELS, "mpnet", 768), ("meld", MELD_LABELS, "mpnet", 768)])
+def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext, dim):
     code = (
         "import sys, json\n"
         "from train.model_dir import resolve_model_dir, read_manifest, read_metrics\n"
@@ -156,7 +194,7 @@ def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext):
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert info["labels"] == labels
-    assert info["causal"] and info["ext"] == ext and info["dim"] == 384
+    assert info["causal"] and info["ext"] == ext and info["dim"] == dim
     assert info["torch"] is False
     assert info["metrics"]
     assert Path(info["dir"]).resolve() == (ROOT / "runtime" / "models" / name).resolve()
@@ -185,7 +223,7 @@ def test_shipped_models_fit_the_size_budget():
                     reason="../shared/data is absent (IEMOCAP data beside the repo)")
 def test_shipped_iemocap_model_reproduces_its_card_on_validation(tmp_path, monkeypatch):
     """The shipped weights + the extractor its manifest names give the validation figures it ships with."""
-    from train.evaluate import evaluate
+    from train.evaluation import evaluate
     from train.model_dir import read_metrics
 
     monkeypatch.setenv("ARIIGCN_MODEL_PATH", str(SHIPPED))

@@ -269,7 +269,7 @@ def test_manifest_mismatch_other_model_version(trained, tmp_path):
     key = next(iter(state))
     state[key] = state[key] + 0.01  # "retrained"
     save_file(state, str(changed / "model.safetensors"))
-    with pytest.raises(InputError, match="export was made from model version .* re-run python -m export"):
+    with pytest.raises(InputError, match="export was made from model version .* re-export it: python -m export"):
         load_backend(changed, "onnx")
 
 
@@ -294,7 +294,7 @@ def test_backend_without_export(tmp_path, trained):
     _, _, model, _ = trained
     bare = tmp_path / "bare"
     shutil.copytree(model, bare, ignore=shutil.ignore_patterns("export"))
-    with pytest.raises(InputError, match="no exported artifacts for this model"):
+    with pytest.raises(InputError, match="no ONNX export for this model"):
         load_backend(bare, "onnx-int8")
 
 

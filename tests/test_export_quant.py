@@ -99,3 +99,32 @@ def test_fp16_keeps_float32_io(mlp, tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     x = _inputs(50, 7)
     assert np.abs(_run(mlp, x) - _run(out, x)).max() < 5e-3
+
+
+def test_blockwise_int8_survives_outlier_activations(tmp_path):
+    """One row (token) with huge dimensions, as after MPNet's early layers: per-tensor dynamic INT8
+    loses every other row's signal; 8-bit blocks with per-block activation scales keep it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.quantize import quantize_blockwise_int8
+
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((D_IN, D_HID)) / np.sqrt(D_IN)).astype(np.float32)
+    w2 = (rng.standard_normal((D_HID, D_OUT)) / np.sqrt(D_HID)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Relu", ["h0"], ["h1"]),
+             helper.make_node("MatMul", ["h1", "w2"], ["logits"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", D_IN])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", D_OUT])],
+                              initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    fp32 = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    blk = quantize_blockwise_int8(fp32, tmp_path / "mlp.blk.onnx")
+    assert {n.op_type for n in onnx.load(str(blk)).graph.node} >= {"MatMulNBits"}
+    dyn = quantize_dynamic_int8(fp32, tmp_path / "mlp.dyn.onnx")
+    x = _inputs(64, 5)
+    x[0, :2] *= 300.0
+    rel = {}
+    for name, q in (("blk", blk), ("dyn", dyn)):
+        ref = _run(fp32, x)[1:]
+        rel[name] = float(np.abs(_run(q, x)[1:] - ref).max() / np.abs(ref).max())
+    assert rel["blk"] < 0.05 and rel["dyn"] > 10 * rel["blk"], rel

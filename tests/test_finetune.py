@@ -150,7 +150,7 @@ def tiny_cfg(**train):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from train.finetune import finetune
+    from train.encoder_tuning import finetune
 
     out = tmp_path_factory.mktemp("ft") / "enc"
     result = finetune(tiny_cfg(), out, corpus=synthetic_corpus(), progress=False)
@@ -161,7 +161,7 @@ def _train_loss(model, corpus, cfg) -> float:
     """Cross-entropy of ``model`` over the training split (eval mode: no dropout)."""
     import torch
 
-    from train.finetune import build_examples
+    from train.encoder_tuning import build_examples
 
     ex = build_examples(corpus, "train", cfg.context)
     model.train(False)
@@ -185,7 +185,7 @@ def _load_trained(model, out: Path) -> None:
 def test_tiny_finetune_lowers_loss_and_writes_an_encoder_directory(trained):
     import torch
 
-    from train.finetune import ContextEncoder
+    from train.encoder_tuning import ContextEncoder
 
     assert trained.finished and len(trained.progress.history) == 3
     cfg, corpus = tiny_cfg(), synthetic_corpus()
@@ -210,7 +210,7 @@ def test_adapter_round_trip_gives_the_training_models_embeddings(trained):
     model) equal those of the training model (LoRA unmerged, frozen layers run separately)."""
     import torch
 
-    from train.finetune import ContextEncoder
+    from train.encoder_tuning import ContextEncoder
 
     cfg = tiny_cfg()
     model = ContextEncoder(cfg, len(LABELS))
@@ -239,7 +239,7 @@ def test_adapter_round_trip_gives_the_training_models_embeddings(trained):
 
 def test_resume_continues_from_the_saved_step(trained, tmp_path):
     """Stopped after 3 steps and resumed, a run ends with the same adapter as an uninterrupted one."""
-    from train.finetune import finetune
+    from train.encoder_tuning import finetune
 
     out = tmp_path / "enc"
     corpus = synthetic_corpus()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -80,7 +81,7 @@ def test_end_to_end_generated_speech(env):
     start = events[0]
     assert start["type"] == "status"
     fx.check_fastest_exported_backend(start["backend"], start["backends_skipped"])
-    assert "8 utterances labelled, 2 speakers" in r.stderr
+    assert re.search(r"8 utterances labelled \(\d+ provisional labels before them\), 2 speakers", r.stderr), r.stderr[-500:]
 
 
 def test_demo_runs_without_torch(env):
@@ -114,6 +115,7 @@ def test_record_then_replay(env, tmp_path):
     events, r = run_live(["--demo", "--fast", "--backend", "onnx", "--model", str(model), "--events", "-", "--record", str(rec_dir)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in rec_dir.iterdir()) == ["audio.wav", "events.jsonl", "video.mp4"]
+    assert f"recording into {rec_dir} (created the directory)" in r.stderr
     recorded = [json.loads(l) for l in (rec_dir / "events.jsonl").read_text().splitlines()]
     assert [e["text"] for e in utterances(recorded)] == [e["text"] for e in utterances(events)]
     import av
@@ -199,10 +201,17 @@ def test_camera_dies_mid_session(tmp_path):
     wav, script = fx.speech()
     face = cv2.cvtColor(cv2.imread(str(FACE)), cv2.COLOR_BGR2RGB)
     clip = write_video(tmp_path / "cam.mp4", None, 2.0, fps=10, size=(320, 320), frame=lambda i: face)
-    camera = VideoSource(clip, realtime=True)
-    camera.is_camera = True  # a "camera" whose frames stop after 2 s, like an unplugged one
-    camera._cap = SlowCapture(camera._cap, 0.1)  # a camera delivers 10 frames a second
+    opened = []
+
+    def open_camera(index):
+        """Camera 0 is a clip whose frames stop after 2 s, like an unplugged camera, and that
+        cannot be reopened (it stays unplugged)."""
+        opened.append(index)
+        return SlowCapture(cv2.VideoCapture(str(clip)) if len(opened) == 1 else Unplugged(), 0.1)
+
     cfg = RuntimeConfig()
+    cfg.video.reconnect_s = 0.2
+    camera = VideoSource(0, cfg.video, open_capture=open_camera)
     rec = Recognizer(fx.visual_model(), "onnx", cfg, realtime=True, video=True, transcriber=fx.transcriber(),
                      speakers=SpeakerTracker(cfg.speakers, encoder=fx.voice_encoder()))
     out = tmp_path / "events.jsonl"
@@ -215,6 +224,62 @@ def test_camera_dies_mid_session(tmp_path):
     assert utts[0]["modalities"] == ["text", "visual"]  # the face was seen while the camera lived
     assert all(e["modalities"] == ["text"] for e in utts[2:])
     assert len([json.loads(l) for l in out.read_text().splitlines()]) == len(events)  # all written, line by line
+    assert len(opened) > 3 and camera.reconnects == 0  # it kept trying to reopen the camera
+
+
+class Unplugged:
+    def isOpened(self):
+        return False
+
+    def release(self):
+        pass
+
+
+def test_camera_that_comes_back_is_used_again(tmp_path):
+    """The camera stops after 2 s and is back ~1 s later: a "video lost" then a "video back"
+    warning, and the utterance spoken after its return sees the face again. Real time (the
+    camera's clock is the wall clock), on the first two utterances of the conversation."""
+    import cv2
+
+    from runtime.audio import FileAudioSource
+    from runtime.config import RuntimeConfig
+    from runtime.events import EventWriter
+    from runtime.recognizer import Recognizer
+    from runtime.speakers import SpeakerTracker
+    from runtime.tools.make_speech import read_wav, write_wav
+    from runtime.tools.media import write_video
+    from runtime.video import VideoSource
+
+    wav, script = fx.speech()
+    two = tmp_path / "two.wav"  # utterances 0 (0.6-2.9 s) and 1 (4.0-6.7 s)
+    write_wav(two, read_wav(wav)[: int(7.5 * 16000)])
+    face = cv2.cvtColor(cv2.imread(str(FACE)), cv2.COLOR_BGR2RGB)
+    first = write_video(tmp_path / "cam1.mp4", None, 2.0, fps=10, size=(320, 320), frame=lambda i: face)
+    later = write_video(tmp_path / "cam2.mp4", None, 20.0, fps=10, size=(320, 320), frame=lambda i: face)
+    opened = []
+
+    def open_camera(index):  # 2 s of frames, two failed reopenings, then frames for good
+        opened.append(index)
+        n = len(opened)
+        return SlowCapture(cv2.VideoCapture(str(first if n == 1 else later)), 0.1) if n == 1 or n > 3 else Unplugged()
+
+    cfg = RuntimeConfig()
+    cfg.video.reconnect_s = 0.3
+    camera = VideoSource(0, cfg.video, open_capture=open_camera)
+    rec = Recognizer(fx.visual_model(), "onnx", cfg, realtime=True, video=True, transcriber=fx.transcriber(),
+                     speakers=SpeakerTracker(cfg.speakers, encoder=fx.voice_encoder()))
+    session = live.Session(rec, FileAudioSource(two, realtime=True), camera, realtime=True,
+                           events=EventWriter(tmp_path / "events.jsonl"))
+    events = session.run()
+    utts = utterances(events)
+    assert len(utts) == 2, events
+    video = [e["message"] for e in events if e["type"] == "warning" and e.get("source") == "video"]
+    lost = [i for i, m in enumerate(video) if m.startswith("video lost")]
+    back = [i for i, m in enumerate(video) if m.startswith("video back")]
+    assert len(lost) == 1 and len(back) == 1 and lost[0] < back[0], video
+    assert camera.reconnects == 1 and len(opened) == 4
+    assert utts[0]["modalities"] == ["text", "visual"]  # seen while the camera lived
+    assert utts[1]["modalities"] == ["text", "visual"]  # seen again after it came back
 
 
 @pytest.mark.skipif(ctypes.util.find_library("portaudio") is None, reason="PortAudio is missing: apt-get install -y libportaudio2")
@@ -243,7 +308,7 @@ def test_microphone_through_alsa_file_device(env, tmp_path):
 
 
 def test_ctrl_c_stops_capture_and_keeps_what_was_said(env):
-    """SIGINT during a real-time replay: capture stops, what was said is processed, exit 0."""
+    """SIGINT during a real-time replay: capture stops, what was said is processed, exit 130."""
     wav, script = fx.speech()
     p = subprocess.Popen([sys.executable, "-m", "runtime.live", "--audio", str(wav), "--model", str(fx.text_model()),
                           "--backend", "onnx", "--events", "-"], cwd=REPO, env=env,
@@ -260,14 +325,107 @@ def test_ctrl_c_stops_capture_and_keeps_what_was_said(env):
     finally:
         p.kill()
     events += [json.loads(l) for l in rest.splitlines() if l.startswith("{")]
-    assert p.returncode == 0, err[-2000:]
-    assert "interrupted" in err
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted (SIGINT)" in err
     utts = utterances(events)
     # The utterance being spoken at Ctrl-C is processed too: cut mid-word, it is labelled or (when
     # the ASR's guards reject the truncated audio) reported as having no words -- never dropped.
     second = [e for e in utts + [e for e in events if e["type"] == "warning"] if abs((e.get("start") or 0) - 3.9) < 0.3]
     assert len(utts) < 8 and len(second) == 1, (events, err[-2000:])
     assert events[-1]["type"] == "status" and events[-1]["state"] == "stopped"
+    assert events[-1]["reason"] == "interrupted (SIGINT)" and events[-1]["dropped_utterances"] == 0
+
+
+@pytest.mark.parametrize("signals,code", [
+    ([signal.SIGINT, signal.SIGINT], 130),
+    ([signal.SIGTERM], 143),
+    ([signal.SIGTERM, signal.SIGTERM], 143),
+])
+def test_signals_close_the_outputs_with_a_stopped_event(env, tmp_path, signals, code):
+    """Real signals to a session replaying a file, as a person (Ctrl-C twice) or a service manager
+    (SIGTERM) sends them. Ctrl-C twice once aborted (exit 134, "terminate called without an active
+    exception", no stopped event) and SIGTERM exited without a word. Now: the outputs end with the
+    stopped event, which counts what was dropped, and the exit code is 128 + the first signal."""
+    wav, _ = fx.speech()
+    out = tmp_path / "events.jsonl"
+    rec_dir = tmp_path / "rec"
+    p = subprocess.Popen([sys.executable, "-m", "runtime.live", "--audio", str(wav), "--model", str(fx.text_model()),
+                          "--backend", "onnx", "--events", str(out), "--record", str(rec_dir)], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_file() and '"utterance"' in out.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # into the second utterance
+        for sig in signals:
+            p.send_signal(sig)
+            time.sleep(0.05)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == code, err[-2000:]
+    assert "terminate called" not in err and "Traceback" not in err, err[-2000:]
+    events = [json.loads(l) for l in out.read_text().splitlines()]
+    stopped = events[-1]
+    name = signal.Signals(signals[0]).name
+    assert stopped["type"] == "status" and stopped["state"] == "stopped" and name in stopped["reason"], stopped
+    assert stopped["utterances"] >= 1 and stopped["utterances"] == len(utterances(events))
+    assert stopped["utterances"] + stopped["no_words"] + stopped["dropped_utterances"] == stopped["segments"]
+    assert "dropped_audio_s" in stopped
+    # the recording is closed too: final names, the same events
+    assert sorted(f.name for f in rec_dir.iterdir()) == ["audio.wav", "events.jsonl"]
+    assert (rec_dir / "events.jsonl").read_text() == out.read_text()
+
+
+def test_events_on_stdout_stay_pure_jsonl_on_a_terminal(env):
+    """``--events -`` with stdout and stderr on one terminal: every JSON event on a line of its own.
+    The status line used to be rewritten in place without a newline, and the next event was
+    appended to it (``...total 544]{"type":"utterance",...``)."""
+    import pty
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "runtime.live", "--demo", "--fast", "--backend", "onnx",
+                          "--model", str(fx.text_model()), "--events", "-"], cwd=REPO, env=env,
+                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert p.wait(timeout=60) == 0
+    text = b"".join(chunks).decode()
+    lines = text.replace("\r\n", "\n").split("\n")
+    json_lines = [l for l in lines if '{"type"' in l]
+    utterance_lines = [l for l in json_lines if '"utterance"' in l]
+    assert len([l for l in utterance_lines if '"final":true' in l]) == 8, text[-3000:]
+    for line in json_lines:
+        assert line.startswith("{") and json.loads(line), line
+    status = [l for l in lines if l.startswith("#")]
+    assert len(status) == len(utterance_lines)  # the status line, one whole line per event (provisional too)
+
+
+def test_outputs_are_created_only_when_the_session_starts(env, tmp_path, capsys):
+    """A model that cannot load leaves no events file and no recording directory behind; a missing
+    directory for the events file is refused, not created."""
+    wav, _ = fx.speech()
+    out, rec_dir = tmp_path / "events.jsonl", tmp_path / "rec"
+    assert run_cli(live.main, ["--audio", str(wav), "--model", str(tmp_path / "nonexistent"), "--events", str(out),
+                               "--record", str(rec_dir)]) == 2
+    assert "no such model directory" in capsys.readouterr().err
+    assert not out.exists() and not rec_dir.exists()
+    missing = tmp_path / "no" / "such" / "dir" / "e.jsonl"
+    assert run_cli(live.main, ["--audio", str(wav), "--events", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"the directory {missing.parent} does not exist; create it first" in err
+    assert not (tmp_path / "no").exists()
+    assert run_cli(live.main, ["--audio", str(wav), "--record", str(tmp_path / "no" / "rec")]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err and not (tmp_path / "no").exists()
 
 
 # -- faults at start: one clear line, exit code 2 ---------------------------------------------------
@@ -303,6 +461,87 @@ def test_start_faults_are_one_line_errors(tmp_path, capsys, monkeypatch, args, m
     assert "Traceback" not in err
 
 
+def test_session_memory_is_bounded_however_long_it_runs():
+    """Session.events once kept every event of the session; now the newest KEEP_EVENTS, while the
+    tally (the end-of-session summary) counts them all with bounded latency samples."""
+    session = live.Session(recognizer=None, audio=None)
+    tally = session.tally
+    for k in range(3 * live.KEEP_EVENTS):
+        ev = {"type": "utterance", "final": True, "speaker": k % 3, "latency_ms": {"total": float(k), "asr": 1.0, "model": 1.0,
+                                                                     "features": 1.0}}
+        session.events.append(ev)
+        tally.add(ev)
+    tally.add({"type": "warning", "message": "x"})
+    tally.add({"type": "utterance", "final": False, "speaker": 0, "latency_ms": {"total": -1.0}})
+    assert len(session.events) == live.KEEP_EVENTS and session.events[-1]["latency_ms"]["total"] == 3 * live.KEEP_EVENTS - 1
+    assert tally.utterances == 3 * live.KEEP_EVENTS and len(tally.speakers) == 3 and tally.warnings == 1
+    assert all(len(v) <= live.Tally.LATENCY_SAMPLES for v in tally.latency.values())
+    assert max(tally.latency["total"]) == 3 * live.KEEP_EVENTS - 1  # a provisional label's latency is not counted
+    assert tally.summary().startswith(f"{3 * live.KEEP_EVENTS} utterances labelled (1 provisional labels before them), "
+                                      "3 speakers, 1 warnings")
+    tally.add({"type": "speaker_update", "merged": [2], "into": 0, "indices": [2, 5]})
+    assert len(tally.speakers) == 2
+
+
+def test_model_loading_errors_are_one_short_line(tmp_path, capsys):
+    """--model nonexistent once repeated the same sentence per backend, and a truncated
+    model.safetensors advised re-running the export. Now: one short line with the reason."""
+    wav = fx.speech()[0]
+    assert run_cli(live.main, ["--audio", str(wav), "--model", "nonexistent"]) == 2
+    err = capsys.readouterr().err
+    line = [l for l in err.splitlines() if l.startswith("error:")][0]
+    assert line.count("no such model directory") == 1 and len(line) < 200, line
+    broken = tmp_path / "broken"
+    shutil.copytree(fx.text_model(), broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    for backend in ([], ["--backend", "onnx"], ["--backend", "torch"]):
+        assert run_cli(live.main, ["--audio", str(wav), "--model", str(broken), *backend]) == 2
+        lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+        assert len(lines) == 1 and "model.safetensors is truncated: the file has 5000 bytes" in lines[0], lines
+        assert "export" not in lines[0] and "TensorRT" not in lines[0] and len(lines[0]) < 300, lines[0]
+
+
+def test_stale_export_warns_loudly_when_falling_back(tmp_path, caplog):
+    """An export made from another version of the model: the runtime runs on torch and says so on
+    stderr (it used to say so only in the start event's backends_skipped)."""
+    from runtime.recognizer import select_backend
+
+    model = tmp_path / "model"
+    shutil.copytree(fx.text_model(), model)
+    with open(model / "config.yaml", "a") as f:
+        f.write("# edited after the export\n")
+    with caplog.at_level("WARNING"):
+        backend, notes = select_backend(model)
+    assert backend.name == "torch"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "running on the slower torch backend" in warned[0] and "re-export" in warned[0], warned
+    assert any(n.startswith("onnx-int8: the export was made from model version") for n in notes), notes
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        backend, notes = select_backend(fx.text_model())  # TensorRT missing: expected, not warned about
+    assert backend.name == "onnx-int8" and not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert notes == ["trt: TensorRT is not installed (Python module 'tensorrt' not found)"]
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is missing (bash .ci/setup.sh installs xvfb)")
+def test_window_shows_the_overlay_under_a_virtual_display(env):
+    """``--window`` after the one set-up command: the GUI OpenCV build draws the overlay on an X
+    display (here xvfb's), and the session labels every utterance meanwhile."""
+    from runtime.overlay import opencv_has_gui
+
+    if not opencv_has_gui():
+        pytest.skip("this environment has the headless OpenCV build (ARIIGCN_HEADLESS=1); bash .ci/setup.sh installs the GUI one")
+    r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "runtime.live", "--demo", "--fast", "--window",
+                        "--backend", "onnx", "--model", str(fx.text_model()), "--events", "-"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(l) for l in r.stdout.splitlines()]
+    assert len(utterances(events)) == 8
+    drawn = re.search(r"window: (\d+) frames drawn", r.stderr)
+    assert drawn and int(drawn.group(1)) >= 10, r.stderr[-2000:]
+
+
 def test_overlay_keeps_drawing_while_the_model_is_busy():
     """The --window display loop draws frames (with face boxes, label, transcript) at its own pace
     while the model thread is blocked; OpenCV's GUI calls are stubbed (no display here)."""
@@ -332,7 +571,9 @@ def test_overlay_keeps_drawing_while_the_model_is_busy():
     overlay.run(lambda: (f.image if (f := rec.latest.peek()) is not None else None), lambda: event,
                 running=lambda: time.monotonic() - t0 < 1.0, fps=30)
     assert gated.calls == 0 and not [e for e in rec.poll() if e["type"] == "utterance"]  # model still blocked
-    assert len(shown) >= 15  # ~30 fps requested; at least half of that on a loaded machine
+    # ~30 fps requested; a loaded 2-core machine drew 3-4 a second even without a model: the point
+    # is that it keeps drawing while the model thread is blocked, not its speed (a benchmark's job)
+    assert len(shown) >= 2
     last = shown[-1]
     assert last.shape == face.shape and not np.array_equal(last, face)  # label/transcript drawn
     assert overlay.boxes and all(w > 60 for _, _, w, _ in overlay.boxes)  # the astronaut's face boxed

@@ -20,14 +20,23 @@ def test_runtime_exports_the_embedding_api_without_torch():
     assert set(ast.literal_eval(names)) == API and callables == "True" and torch == "False"
 
 
-def test_readme_embedding_example_uses_only_the_exported_names():
+SOURCES = {"load_audio", "FileAudioSource", "MicrophoneSource"}  # runtime.audio: what feeds a Recognizer
+
+
+def test_readme_embedding_examples_use_only_the_exported_names():
+    """The README's embedding examples (a file fed in chunks, a microphone loop) import the
+    recognizer only from ``runtime``, plus the audio sources that feed it and the standard library."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "from runtime import" in b]
-    assert len(blocks) == 1, "one embedding example in the README"
-    tree = ast.parse(blocks[0])
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            assert isinstance(node, ast.ImportFrom) and node.module == "runtime", ast.unparse(node)
-            imported |= {a.name for a in node.names}
-    assert imported and imported <= API
+    assert len(blocks) == 2, "two embedding examples in the README: a file in chunks, a microphone"
+    for block in blocks:
+        imported = set()
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.ImportFrom) and node.module == "runtime":
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module == "runtime.audio":
+                assert {a.name for a in node.names} <= SOURCES, ast.unparse(node)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                assert isinstance(node, ast.Import) and all(a.name in sys.stdlib_module_names for a in node.names), \
+                    ast.unparse(node)
+        assert imported and imported <= API

@@ -306,3 +306,141 @@ def test_two_people_talking_over_each_other(speech):
     assert 1 <= len(utts) <= 3
     assert len({e["index"] for e in utts}) == len(utts)
     assert events[-1]["type"] == "status" and events[-1]["state"] == "stopped" and not events[-1]["error"]
+
+
+# -- event delivery never blocks the pipeline (issue #13 items 12-15) -----------------------------
+
+
+def run_with_deadline(fn, seconds: float):
+    """Run ``fn`` on a thread; fail (instead of hanging the test run) if it has not returned in time."""
+    out, errors = [], []
+
+    def body():
+        try:
+            out.append(fn())
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+    th = threading.Thread(target=body, daemon=True)
+    th.start()
+    th.join(seconds)
+    assert not th.is_alive(), f"still running after {seconds} s (it hangs)"
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+def test_module_docstring_usage_runs_on_one_thread(speech):
+    """The module docstring's example, executed as written on one thread (it used to iterate
+    events() before end_audio() and hang forever)."""
+    import runtime.recognizer as module
+
+    audio, script = speech
+    code = module.__doc__.split("::", 1)[1].split("\n\n", 2)[1]
+    code = "\n".join(line[4:] for line in code.splitlines())
+    seen = []
+    code = code.replace("    ...", "    seen.append(event)")
+    chunks = [audio[i : i + CHUNK] for i in range(0, len(audio), CHUNK)]
+    namespace = {"Recognizer": lambda model, realtime: make_recognizer(fx.text_model(), "onnx"),
+                 "chunks": chunks, "seen": seen}
+    run_with_deadline(lambda: exec(code, namespace), 120)
+    assert len(utterances(seen)) == 8
+    assert seen[-1]["type"] == "status" and seen[-1]["state"] == "stopped"
+
+
+def test_waiting_for_events_on_the_pushing_thread_is_an_error_not_a_hang(speech):
+    audio, _ = speech
+    rec = make_recognizer(fx.text_model(), "onnx").start()
+
+    def push_then_wait():
+        rec.push_audio(audio[:CHUNK])
+        return list(rec.events())
+
+    with pytest.raises(RuntimeError, match="call end_audio"):
+        run_with_deadline(push_then_wait, 10)
+    rec.push_audio(audio[CHUNK : 2 * CHUNK])
+    assert [e["state"] for e in rec.events(timeout=0.5)] == ["started"]  # with a timeout: returns
+    rec.end_audio()
+    events = run_with_deadline(lambda: list(rec.events()), 60)  # after end_audio: to the end
+    assert events[-1]["state"] == "stopped"
+
+
+def test_unread_events_are_dropped_oldest_first_and_counted(speech):
+    """Nobody reads events: the model thread never blocks, close() returns, the newest events are
+    kept (the stopped event last) and the drops are counted."""
+    audio, _ = speech
+    rec = make_recognizer(fx.text_model(), "onnx", max_events=3).start()
+    for i in range(0, len(audio), CHUNK):
+        rec.push_audio(audio[i : i + CHUNK])
+    run_with_deadline(rec.close, 120)
+    kept = list(rec.events(timeout=5))
+    assert len(kept) == 3
+    stopped = kept[-1]
+    assert stopped["state"] == "stopped" and stopped["utterances"] == 8
+    total = 1 + stopped["provisional"] + 8 + 1  # started, provisional and final utterance events, stopped
+    assert stopped["provisional"] >= 1 and stopped["events_dropped"] == total - 3
+    assert [e["index"] for e in utterances(kept)][-1] == 7 and kept[-2]["type"] == "utterance" and kept[-2]["final"]
+
+
+def test_on_event_runs_on_its_own_thread_and_cannot_block(speech):
+    """A callback that never returns blocks neither warn() on a capture thread, nor the model
+    thread, nor close()."""
+    audio, _ = speech
+    threads, release = [], threading.Event()
+
+    def on_event(ev):
+        threads.append(threading.current_thread().name)
+        release.wait()  # stuck until the test ends
+
+    rec = make_recognizer(fx.text_model(), "onnx", on_event=on_event).start()
+    capture = threading.Thread(target=lambda: [rec.warn(f"capture hiccup {k}", source="audio") for k in range(50)])
+    capture.start()
+    capture.join(5)
+    assert not capture.is_alive()  # warn() returned 50 times although on_event is stuck
+    for i in range(0, len(audio), CHUNK):
+        rec.push_audio(audio[i : i + CHUNK])
+    t0 = time.monotonic()
+    run_with_deadline(rec.close, 120)
+    assert time.monotonic() - t0 < 120
+    events = list(rec.events(timeout=5))
+    assert len(utterances(events)) == 8  # the pipeline finished although on_event is stuck
+    assert threads == ["recognizer-callbacks"]
+    release.set()
+
+
+def test_warnings_and_arrival_times_stay_bounded(speech):
+    """A long session: stats.warnings keeps the newest, the arrival-time log is pruned as the
+    segmenter goes (it once grew by one entry per pushed chunk for the whole session)."""
+    from runtime.recognizer import MAX_WARNINGS_KEPT
+
+    rec = make_recognizer(fx.text_model(), "onnx")
+    rec.realtime = True  # arrival times are kept for realtime sources
+    rec.start()
+    for k in range(3 * MAX_WARNINGS_KEPT):
+        rec.warn(f"warning {k}")
+    silence = np.zeros(CHUNK, np.float32)
+    for _ in range(3000):  # 96 s of silence
+        rec.push_audio(silence)
+        while rec.backlog_s > 1.0:
+            time.sleep(0.002)
+    assert len(rec.stats.warnings) == MAX_WARNINGS_KEPT and rec.stats.warnings_total == 3 * MAX_WARNINGS_KEPT
+    assert rec.stats.warnings[-1] == f"warning {3 * MAX_WARNINGS_KEPT - 1}"
+    assert len(rec._arrivals) < 100, len(rec._arrivals)  # bounded by the segmenter's backlog, not the session
+    rec.close()
+
+
+def test_abort_drops_what_is_not_labelled_and_says_so(speech):
+    audio, _ = speech
+    gated = GatedTranscriber(fx.transcriber())
+    rec = make_recognizer(fx.text_model(), "onnx", transcriber=gated).start()
+    for i in range(0, len(audio), CHUNK):
+        rec.push_audio(audio[i : i + CHUNK])
+    while rec.stats.segments < 3:  # some utterances closed and waiting for the (blocked) model thread
+        time.sleep(0.01)
+    rec.abort("interrupted")
+    gated.gate.set()
+    events = run_with_deadline(lambda: list(rec.events()), 60)
+    stopped = events[-1]
+    assert stopped["state"] == "stopped" and stopped["reason"] == "interrupted"
+    assert stopped["utterances"] + stopped["dropped_utterances"] == stopped["segments"]
+    assert stopped["dropped_utterances"] >= 1
+    assert stopped["utterances"] + stopped["dropped_utterances"] + stopped["no_words"] >= 3

@@ -141,6 +141,37 @@ def test_file_source_errors(tmp_path):
         FileAudioSource(tmp_path)
 
 
+def test_truncated_wav_says_it_ends_before_its_header_length(tmp_path, caplog):
+    """The first 1000 bytes of a 2 s WAV once replayed without a word (exit 0, "no utterances
+    labelled"). Now the source says the file ends before its header's length, and what it holds."""
+    import struct
+
+    from runtime.audio import FileAudioSource
+    from train.extract.media import wav_truncation
+
+    whole = write_wav(tmp_path / "whole.wav", tone(2.0), SR)
+    assert wav_truncation(whole) is None and FileAudioSource(whole).truncated is None
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:1000])
+    with caplog.at_level("WARNING"):
+        src = FileAudioSource(cut)
+        audio = np.concatenate(list(src))
+    said = "the file ends before its header's length: the header declares 2.00 s of audio, the file holds 0.03 s"
+    assert src.truncated.startswith(said) and "(956 of 64000 bytes)" in src.truncated
+    assert f"cut.wav: {said}" in caplog.text and "replaying the audio that is there" in caplog.text
+    assert len(audio) == 478  # what is there is still delivered
+    streamed = bytearray(whole.read_bytes())  # a streaming writer's "length unknown" is not a truncation
+    streamed[40:44] = struct.pack("<I", 0xFFFFFFFF)
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    assert wav_truncation(tmp_path / "streamed.wav") is None
+    assert "ends inside its WAV header" in wav_truncation(_write(tmp_path / "head.wav", whole.read_bytes()[:30]))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def test_file_source_damaged_file_keeps_decoded_audio(tmp_path, caplog):
     """Corrupt bytes part-way through: the audio before the damage is delivered, then a warning."""
     from runtime.audio import FileAudioSource
@@ -247,9 +278,11 @@ def test_camera_that_dies_mid_session_ends_cleanly(monkeypatch, caplog):
         def release(self):
             pass
 
+    from runtime.config import VideoConfig
+
     monkeypatch.setattr(cv2, "VideoCapture", DyingCamera)
     with caplog.at_level("WARNING"):
-        src = video_mod.VideoSource(0).start()
+        src = video_mod.VideoSource(0, VideoConfig(reconnect_s=0)).start()  # 0: do not try to reopen it
         src._thread.join(5)
     assert src.frames_read == 5 and "stopped delivering frames" in src.ended_reason
     assert "continuing without video" in caplog.text

@@ -141,6 +141,8 @@ class FakeSoundDevice:
     class CallbackAbort(Exception):
         pass
 
+    period = 0.002  # seconds between blocks (a real device: blocksize / 16000)
+
     def __init__(self, blocks: int, ending: str):
         self.blocks, self.ending = blocks, ending
 
@@ -164,8 +166,12 @@ class FakeSoundDevice:
                 def run():
                     for i in range(fake.blocks):
                         block = np.full((kw["blocksize"], 1), i + 1, np.int16)
-                        kw["callback"](block, kw["blocksize"], None, Status())
-                        time.sleep(0.002)
+                        try:
+                            kw["callback"](block, kw["blocksize"], None, Status())
+                        except fake.CallbackAbort:  # PortAudio stops the stream
+                            self.active = False
+                            return
+                        time.sleep(fake.period)
                     if fake.ending == "error":  # PortAudio ends the stream (device gone)
                         self.active = False
                         kw["finished_callback"]()
@@ -187,7 +193,7 @@ def test_microphone_that_disappears_keeps_captured_audio(monkeypatch, caplog, en
     from runtime import audio
 
     monkeypatch.setattr(audio, "_sounddevice", lambda: FakeSoundDevice(30, ending))
-    mic = audio.MicrophoneSource(None, AudioConfig(stall_timeout_s=0.3))
+    mic = audio.MicrophoneSource(None, AudioConfig(stall_timeout_s=0.3, reconnect_s=0))  # 0: do not reopen it
     t = time.monotonic()
     with caplog.at_level("WARNING"):
         chunks = list(mic)
@@ -197,6 +203,91 @@ def test_microphone_that_disappears_keeps_captured_audio(monkeypatch, caplog, en
     assert ("device removed" in mic.ended_reason)
     if ending == "stall":
         assert mic.ended_reason.startswith("no audio from the microphone")
+
+
+class StallingSoundDevice(FakeSoundDevice):
+    """A device delivering in real time whose first stream delivers ``blocks`` blocks (numbered
+    1..) and then nothing; it cannot be reopened ``refusals`` times, then a new stream delivers
+    blocks numbered 1001.. again."""
+
+    period = 512 / 16000
+
+    def __init__(self, blocks: int, refusals: int):
+        super().__init__(blocks, "stall")
+        self.refusals, self.opened = refusals, 0
+
+    def InputStream(self, **kw):
+        self.opened += 1
+        if 1 < self.opened <= 1 + self.refusals:
+            raise self.PortAudioError("device unavailable")
+        if self.opened > 1:
+            callback = kw["callback"]
+            kw["callback"] = lambda block, *a: callback(block + 1000, *a)
+        return super().InputStream(**kw)
+
+
+def test_microphone_that_stalls_comes_back_with_the_gap_as_silence(monkeypatch):
+    """The microphone stops delivering, cannot be reopened twice, then is back: capture goes on,
+    the time it was gone is silence (the audio clock keeps to the wall clock), and notify hears
+    "lost" and "back"."""
+    from runtime import audio
+
+    fake = StallingSoundDevice(blocks=20, refusals=2)
+    monkeypatch.setattr(audio, "_sounddevice", lambda: fake)
+    mic = audio.MicrophoneSource(None, AudioConfig(stall_timeout_s=0.3, reconnect_s=0.2))
+    told = []
+    mic.notify = told.append
+    chunks = []
+    for chunk in mic:
+        chunks.append(chunk)
+        if len(chunks) > 5 and chunk[0] * 32768 > 1000.5 + 15:  # 15 blocks after it came back
+            break
+    elapsed = time.monotonic() - mic.start_time
+    mic.close()
+    values = np.concatenate(chunks) * 32768
+    first = values[: 20 * mic.chunk]
+    assert np.allclose(first, np.repeat(np.arange(1, 21), mic.chunk))  # nothing lost before the stall
+    silence = values[20 * mic.chunk :]
+    silence = silence[: np.argmax(silence > 0.5)]
+    assert len(silence) > 0.3 * 16000 and not silence.any()
+    assert mic.reconnects == 1 and fake.opened == 4 and mic.silence_filled_s == pytest.approx(len(silence) / 16000)
+    assert len(values) / 16000 == pytest.approx(elapsed, abs=0.3)  # sample k sits at start_time + k / 16000
+    assert len(told) == 2 and "lost (no audio from the microphone" in told[0] and "is back after" in told[1]
+
+
+def test_a_short_stall_becomes_silence_and_is_said(monkeypatch):
+    """A device that delivers nothing for 0.8 s (under stall_timeout_s) and resumes: no loss is
+    declared, but the 0.8 s are silence (the audio clock stays on the wall clock) and said."""
+    from runtime import audio
+
+    class ShortStall(FakeSoundDevice):
+        period = 512 / 16000
+
+        def InputStream(self, **kw):
+            callback = kw["callback"]
+            calls = []
+
+            def late(block, *a):
+                calls.append(1)
+                if len(calls) == 11:
+                    time.sleep(0.8)  # the device stalls before block 11
+                callback(block, *a)
+            kw["callback"] = late
+            return super().InputStream(**kw)
+
+    mic = audio.MicrophoneSource(None, AudioConfig(stall_timeout_s=2.0), sounddevice=ShortStall(20, "stall"))
+    told = []
+    mic.notify = told.append
+    chunks = []
+    for chunk in mic:
+        chunks.append(chunk)
+        if sum(len(c) for c in chunks) >= 20 * 512 + 0.7 * 16000:
+            break
+    mic.close()
+    values = np.concatenate(chunks) * 32768
+    gap = values[10 * 512 :][: np.argmax(values[10 * 512 :] > 0.5)]
+    assert 0.7 * 16000 < len(gap) < 0.9 * 16000 and not gap.any()
+    assert mic.reconnects == 0 and len(told) == 1 and "delivered nothing for 0.8 s" in told[0], told
 
 
 def test_missing_portaudio_is_a_clear_error(monkeypatch):

@@ -76,7 +76,7 @@ def test_model_learns_the_synthetic_labels(trained):
 
 
 def test_reloaded_model_reproduces_validation_figures(trained, pickle_path):
-    from train.evaluate import evaluate
+    from train.evaluation import evaluate
 
     metrics = json.loads((trained / "metrics.json").read_text())
     report = evaluate(str(trained), str(pickle_path), "valid")

@@ -1,6 +1,7 @@
 """Bad input to training and evaluation: one clear line each, exit code 2, nothing half-written."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -60,6 +61,61 @@ def test_unknown_key_in_set_override(tmp_path, data, capsys):
     cfg = write_config(tmp_path / "ok.yaml", tiny_config())
     assert _train(["--config", str(cfg), "--data", str(data), "--set", "train.learning_rate=0.1"]) == 2
     assert "unknown config key 'train.learning_rate'" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("train", "lr", "fast", "train.lr: expected a number (float), got 'fast'"),
+    ("model", "dropout", "high", "model.dropout: expected a number (float), got 'high'"),
+    ("train", "seeds", [0, "one"], "train.seeds[1]: expected int, got 'one'"),
+    ("data", "extractors", {"text": 3}, "data.extractors.text: expected str, got 3"),
+    ("data", "modalities", "text", "data.modalities: expected a list of str, got 'text'"),
+    ("adversarial", "schedule", "sometimes", "adversarial.schedule: expected one of 'paper', 'alternating', 'grl', got 'sometimes'"),
+    ("graph", "past", 2.5, "graph.past: expected int, got 2.5"),
+])
+def test_wrongly_typed_value_is_refused_before_any_work(tmp_path, data, capsys, section, key, value, message):
+    """Every typed field is checked at load time (floats, lists, dicts, Literals too): once, a
+    float field given a word trained for 100 s and died with a TypeError traceback."""
+    raw = tiny_config()
+    raw.setdefault(section, {})[key] = value
+    cfg = write_config(tmp_path / "bad.yaml", raw)
+    out = tmp_path / "out"
+    assert _train(["--config", str(cfg), "--data", str(data), "--out", str(out)]) == 2
+    line = _one_line_error(capsys)
+    assert line.endswith(f"bad.yaml: {message}"), line
+    assert not out.exists()
+
+
+def test_wrongly_typed_value_through_set(tmp_path, data, capsys):
+    cfg = write_config(tmp_path / "ok.yaml", tiny_config())
+    out = tmp_path / "out"
+    assert _train(["--config", str(cfg), "--data", str(data), "--out", str(out), "--set", "train.lr=fast"]) == 2
+    line = _one_line_error(capsys)
+    assert "--set train.lr=fast" in line and "train.lr: expected a number (float), got 'fast'" in line, line
+    assert not out.exists()
+
+
+def test_float_written_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads ``1e-3`` as a string; a float field takes it as the number meant."""
+    from train.config import config_from_dict
+
+    raw = tiny_config()
+    raw["train"]["lr"] = "1e-3"
+    assert config_from_dict(raw).train.lr == 0.001
+
+
+def test_runtime_config_fields_are_typed(tmp_path):
+    from runtime.config import load_runtime_config
+    from train.common import InputError
+
+    for text, message in [("speakers:\n  n_speakers: two\n", "speakers.n_speakers: expected int or null, got 'two'"),
+                          ("asr:\n  context_s: long\n", "asr.context_s: expected a number (float), got 'long'"),
+                          ("vad:\n  model: 3\n", "vad.model: expected str or null, got 3")]:
+        path = tmp_path / "runtime.yaml"
+        path.write_text(text)
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_runtime_config(path)
+    path.write_text("speakers:\n  n_speakers: null\n")
+    assert load_runtime_config(path).speakers.n_speakers is None
 
 
 def test_modality_the_data_lacks(tmp_path, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'opencv-python-headless<5', or the 'live' extra)")
+cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (bash .ci/setup.sh, or pip install 'opencv-python<5')")
 pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install ai-edge-litert, or the 'live' extra)")
 
 from train.common import InputError  # noqa: E402

@@ -76,8 +76,17 @@ def print_summary(name: str, labels: Sequence[str], result) -> None:
         print(f"{r.seed:>6} {r.best_epoch:>6} {r.valid.accuracy:7.2f} {r.valid.weighted_f1:7.2f}")
     print(f"accuracy    {fmt_pm(agg['accuracy'])}")
     print(f"weighted F1 {fmt_pm(agg['weighted_f1'])}")
+    if "shift_accuracy" in agg:
+        print(f"emotion shifts {fmt_pm(agg['shift_accuracy'])} accuracy, the rest {fmt_pm(agg['no_shift_accuracy'])}")
     print("per-class F1: " + ", ".join(f"{k} {fmt_pm(v)}" for k, v in agg["per_class_f1"].items()))
-    print(f"kept: seed {result.best.seed} (valid wF1 {result.best.valid.weighted_f1:.2f})")
+    if "ensemble" in result.summary:
+        ens = result.summary["ensemble"]["valid"]
+        print(f"seed ensemble (averaged probabilities): accuracy {ens['accuracy']:.2f}, weighted F1 {ens['weighted_f1']:.2f}, "
+              f"emotion shifts {ens['shift_accuracy']:.2f}")
+    if result.summary["selected"].get("ensemble"):
+        print(f"kept: the ensemble of seeds {', '.join(map(str, result.summary['selected']['seeds']))}")
+    else:
+        print(f"kept: seed {result.best.seed} (valid wF1 {result.best.valid.weighted_f1:.2f})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """What every floor (train, export, runtime) needs, defined once: bad-input errors and the CLI
 wrapper that prints them, atomic file writes, the file hash, and onnxruntime sessions.
 
-* :class:`InputError` and :func:`run_cli`: one-line errors for bad user input.
+* :class:`InputError` and :func:`run_cli`: one-line errors for bad user input;
+  :class:`BackendUnavailableError` and :class:`ExportMismatchError` tell why a backend was passed over.
 * Atomic writes: an artifact is written under a temporary name beside its destination and
   renamed into place, so an interrupted run never leaves a half-written file that a later run
   would trust. Exactly three functions rename into place: :func:`atomic_file` (one file),
@@ -36,16 +37,29 @@ class InputError(Exception):
     problem, e.g. ``data.pkl: dialogue 'Ses01F_impro01': 12 labels but 11 sentences``.
     """
 
-    def __init__(self, message: str, *, path: str | None = None, dialogue: str | None = None):
+    def __init__(self, message: str, *, path: str | None = None, dialogue: str | None = None,
+                 advice: str | None = None):
         parts = []
         if path:
             parts.append(str(path))
         if dialogue is not None:
             parts.append(f"dialogue {dialogue!r}")
-        parts.append(message)
+        parts.append(message if not advice else f"{message}; {advice}")
         super().__init__(": ".join(parts))
         self.path = path
         self.dialogue = dialogue
+        self.reason = message  # the problem alone: no file name, no advice (for summaries)
+        self.advice = advice
+
+
+class BackendUnavailableError(InputError):
+    """An inference backend cannot run on this machine (its library or device is missing); nothing
+    is wrong with the model, and a slower backend is the expected fallback."""
+
+
+class ExportMismatchError(InputError):
+    """A model's export (ONNX files) is missing, incomplete or made from another version of the
+    model: the fast backends cannot use it until it is exported again."""
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -203,7 +217,7 @@ def make_session(path: str | os.PathLike, *, providers: Sequence[str] | None = N
     try:
         import onnxruntime as ort
     except ImportError:
-        raise InputError("onnxruntime is not installed: pip install 'ariigcn[export]'") from None
+        raise BackendUnavailableError("onnxruntime is not installed", advice="pip install 'ariigcn[export]'") from None
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what or 'ONNX file'} not found", path=str(path))

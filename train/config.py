@@ -6,6 +6,7 @@ file and the dotted key, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from train.common import InputError
 
 MODALITIES = ("text", "audio", "visual")
+_UnionType = getattr(types, "UnionType", None)  # ``X | None`` hints (Python >= 3.10)
 
 
 @dataclass
@@ -52,6 +54,9 @@ class ModelConfig:
     # projection. Per utterance (no batch statistics), so causal/window results stay exact; it
     # rescales small-norm inputs (unit-length sentence embeddings) that otherwise train slowly.
     input_norm: bool = True
+    # Seed ensemble: K > 1 ships the K seeds' models with their probabilities averaged
+    # (train.model.ensemble); training runs one seed per member (train.seeds, K of them).
+    ensemble: int = 1
 
 
 @dataclass
@@ -84,6 +89,16 @@ class ContrastiveConfig:
 
 
 @dataclass
+class UtteranceConfig:
+    """How the model weighs the utterance itself against its context (train.model.utterance)."""
+
+    gate: bool = False  # learned gate between the utterance's own state and its graph state
+    own_logits: bool = False  # a context-free head whose logits are added to the classifier's
+    own_weight: float = 0.0  # weight of that head's own cross-entropy (needs own_logits)
+    shift_weight: float = 1.0  # cross-entropy weight of training utterances that are emotion shifts
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 60
     lr: float = 1e-3
@@ -103,6 +118,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +143,13 @@ class Config:
             raise InputError(f"adversarial.r1 must be >= 0, got {self.adversarial.r1}", path=source)
         if self.contrastive.temperature <= 0:
             raise InputError("contrastive.temperature must be > 0", path=source)
+        if self.model.ensemble < 1:
+            raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
+        u = self.utterance
+        if u.own_weight < 0 or u.shift_weight <= 0:
+            raise InputError("utterance.own_weight must be >= 0 and utterance.shift_weight > 0", path=source)
+        if u.own_weight > 0 and not u.own_logits:
+            raise InputError("utterance.own_weight > 0 needs utterance.own_logits: true", path=source)
 
 
 def _build(cls: type, raw: Any, where: str, source: str):
@@ -142,36 +165,95 @@ def _build(cls: type, raw: Any, where: str, source: str):
         dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
             raise InputError(f"unknown config key {dotted!r} (known here: {', '.join(sorted(names))})", path=source)
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, dotted, source)
-        else:
-            kwargs[key] = _coerce(hint, value, dotted, source)
+        kwargs[key] = _coerce(hints[key], value, dotted, source)
     return cls(**kwargs)
 
 
+def _type_name(hint: Any) -> str:
+    """How a type hint reads in an error message: ``float``, ``list of int``, ``str or null``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return "null"
+    if hint is float:
+        return "a number (float)"
+    if hint is bool:
+        return "true or false (bool)"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return "a mapping (section)"
+    if isinstance(hint, type):
+        return hint.__name__
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is list:
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin is dict:
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}" if args else "a mapping"
+    if origin is typing.Union or (_UnionType is not None and isinstance(hint, _UnionType)):
+        return " or ".join(_type_name(a) for a in args)
+    return str(hint)
+
+
 def _coerce(hint: Any, value: Any, dotted: str, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    """``value`` checked against (and converted to) the type ``hint``; InputError naming the
+    key, the expected type and the value otherwise. Every hint a config field uses is checked:
+    int, float, str, bool, Literal, Optional/Union, list[X], dict[K, V] and nested dataclasses."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def wrong() -> InputError:
+        return InputError(f"{dotted}: expected {_type_name(hint)}, got {value!r}", path=source)
+
+    if hint is Any:
+        return value
+    if hint is type(None):
+        if value is not None:
+            raise wrong()
+        return None
+    if origin is typing.Union or (_UnionType is not None and isinstance(hint, _UnionType)):
+        if value is None and type(None) in args:
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arm, value, dotted, source)
+            except InputError:
+                continue
+        raise wrong()
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, dotted, source)
+    if hint is float:
+        if isinstance(value, bool):
+            raise wrong()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; take it as the number meant
+            try:
+                return float(value)
+            except ValueError:
+                raise wrong() from None
+        raise wrong()
     if hint in (int, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise InputError(f"{dotted}: expected {hint.__name__}, got {value!r}", path=source)
+            raise wrong()
         return value
+    if hint is Path:
+        if not isinstance(value, (str, Path)):
+            raise wrong()
+        return Path(value)
     if origin is list:
         if not isinstance(value, list):
-            raise InputError(f"{dotted}: expected a list, got {value!r}", path=source)
-        (item,) = typing.get_args(hint)
+            raise wrong()
+        item = args[0] if args else Any
         return [_coerce(item, v, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise InputError(f"{dotted}: expected a mapping, got {value!r}", path=source)
-        return dict(value)
+            raise wrong()
+        key_t, val_t = args if args else (Any, Any)
+        return {_coerce(key_t, k, f"{dotted} (key {k!r})", source): _coerce(val_t, v, f"{dotted}.{k}", source)
+                for k, v in value.items()}
     if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise InputError(f"{dotted}: expected one of {typing.get_args(hint)}, got {value!r}", path=source)
+        if value not in args:
+            raise wrong()
         return value
-    return value
+    raise TypeError(f"config field {dotted}: the loader cannot check type {hint!r}")  # a programming error
 
 
 def build_dataclass(cls: type, raw: Any, source: str = "config"):
@@ -190,8 +272,12 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
         raise InputError(f"{what} not found", path=str(path))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
     except yaml.YAMLError as e:
         raise InputError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from None
+    except OSError as e:
+        raise InputError(f"cannot read the {what}: {e.strerror}", path=str(path)) from None
     return raw or {}
 
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from train.config import Config, config_from_dict
+from train.config import Config, config_from_dict, read_yaml
 from train.common import InputError, atomic_file, write_text_atomic
 from train.features.base import ExtractorIdentity
 
@@ -159,10 +159,37 @@ def resolve_model_dir(name_or_dir: str | os.PathLike, search_path: Sequence[str 
 
 
 def check_model_dir(path: Path) -> None:
-    """InputError naming the first required file a model directory lacks."""
+    """InputError naming the first required file a model directory lacks, or saying that its
+    weights file is truncated or corrupt (:func:`check_weights_file`)."""
     for name in REQUIRED_FILES:
         if not (Path(path) / name).is_file():
             raise InputError(f"model directory is missing {name}", path=str(path))
+    check_weights_file(Path(path) / WEIGHTS_FILE)
+
+
+DAMAGED_ADVICE = "the model directory is damaged: copy it again (for a shipped model: git checkout runtime/models)"
+
+
+def check_weights_file(file: Path) -> None:
+    """InputError unless ``file`` is a whole safetensors file: its 8-byte header length, JSON
+    header and the tensor data the header describes must all be there. Reads only the header."""
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 0 or 8 + n > size:
+                raise InputError(f"{WEIGHTS_FILE} is truncated: the file has {size} bytes, fewer than its header "
+                                 f"({max(n, 0) + 8} bytes)", path=str(file.parent), advice=DAMAGED_ADVICE)
+            header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise InputError(f"{WEIGHTS_FILE} is corrupt: its header is not a safetensors header", path=str(file.parent),
+                         advice=DAMAGED_ADVICE) from None
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        raise InputError(f"{WEIGHTS_FILE} is truncated: the file has {size} bytes, its header describes {need}",
+                         path=str(file.parent), advice=DAMAGED_ADVICE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,11 +229,7 @@ def read_manifest(path: str | os.PathLike) -> ModelManifest:
 def read_config(path: str | os.PathLike) -> Config:
     directory = resolve_model_dir(path)
     file = directory / CONFIG_FILE
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"unreadable config: {str(e).splitlines()[0]}", path=str(file)) from None
-    return config_from_dict(raw, source=str(file))
+    return config_from_dict(read_yaml(file, "model config"), source=str(file))
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -258,7 +281,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from train.model import ARIIGCN
+    from train.model import build_model
 
     directory = resolve_model_dir(path)
     manifest = read_manifest(directory)
@@ -266,7 +289,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     if list(cfg.data.modalities) != manifest.modalities:
         raise InputError(f"config modalities {cfg.data.modalities} differ from manifest dims "
                          f"{manifest.modalities}", path=str(directory))
-    model = ARIIGCN(cfg, manifest.dims, len(manifest.labels))
+    model = build_model(cfg, manifest.dims, len(manifest.labels))
     file = directory / WEIGHTS_FILE
     try:
         state = load_file(str(file), device="cpu")

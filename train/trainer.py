@@ -244,11 +244,12 @@ def _shard(n: int, epoch_seed: int, env: DistEnv) -> list[int]:
 
 def evaluate_model(model, dialogues: Sequence[Dialogue], cfg: Config, labels: Sequence[str], device: str) -> Scores:
     from train.backends import predict_dialogues
+    from train.metrics import dialogue_shifts
 
     probs = predict_dialogues(model, dialogues, cfg, device, batch_dialogues=max(cfg.train.batch_dialogues, 32))
     y_true = np.concatenate([d.labels for d in dialogues])
     y_pred = np.concatenate([p.argmax(axis=1) for p in probs])
-    return score(y_true, y_pred, labels)
+    return score(y_true, y_pred, labels, shift=dialogue_shifts(dialogues))
 
 
 def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None = None,
@@ -261,8 +262,11 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
     from train.model import ARIIGCN
     from train.objective import Objective
 
+    from train.model.ensemble import member_config
+
     env = env or DistEnv()
     labels = data.corpus.labels
+    cfg = member_config(cfg)  # one seed trains one model (a seed ensemble's member)
     set_seed(seed)
     model = ARIIGCN(cfg, data.dims, len(labels)).to(env.device)
     net = model
@@ -353,6 +357,8 @@ def train_seeds(cfg: Config, data: PreparedData, seeds: Sequence[int], env: Dist
     if not seeds:
         raise InputError("no seeds given")
     env = env or DistEnv()
+    if cfg.model.ensemble > 1 and len(seeds) != cfg.model.ensemble:
+        raise InputError(f"model.ensemble is {cfg.model.ensemble}: train exactly that many seeds (got {len(seeds)})")
     runs = [train_seed(cfg, data, s, env, progress) for s in seeds]
     best = max(runs, key=lambda r: r.valid.weighted_f1)
     summary = {
@@ -361,7 +367,31 @@ def train_seeds(cfg: Config, data: PreparedData, seeds: Sequence[int], env: Dist
         "valid": aggregate([r.valid for r in runs]),
         "selected": {"seed": best.seed, "epoch": best.best_epoch, "valid": best.valid.to_dict()},
     }
+    if len(runs) > 1:
+        ens = ensemble_scores(cfg, data, runs, env.device)
+        summary["ensemble"] = {"seeds": [r.seed for r in runs], "valid": ens.to_dict(confusion=False)}
+        if cfg.model.ensemble > 1:  # the shipped model is the ensemble of all seeds
+            summary["selected"] = {"seeds": [r.seed for r in runs], "ensemble": True, "valid": ens.to_dict()}
     return TrainResult(runs, best, summary)
+
+
+def ensemble_scores(cfg: Config, data: PreparedData, runs: Sequence[SeedRun], device: str = "cpu") -> Scores:
+    """Validation scores of the seeds' averaged class probabilities (a seed ensemble)."""
+    from train.backends import predict_dialogues
+    from train.metrics import dialogue_shifts
+    from train.model import ARIIGCN
+
+    from train.model.ensemble import member_config
+
+    total = None
+    for r in runs:
+        model = ARIIGCN(member_config(cfg), data.dims, len(data.corpus.labels)).to(device)
+        model.load_state_dict(r.state)
+        probs = predict_dialogues(model, data.valid, cfg, device, batch_dialogues=max(cfg.train.batch_dialogues, 32))
+        total = probs if total is None else [a + b for a, b in zip(total, probs)]
+    y_true = np.concatenate([d.labels for d in data.valid])
+    y_pred = np.concatenate([p.argmax(axis=1) for p in total])
+    return score(y_true, y_pred, data.corpus.labels, shift=dialogue_shifts(data.valid))
 
 
 def split_stats(dialogues: Sequence[Dialogue]) -> dict[str, int]:
@@ -372,13 +402,18 @@ def split_stats(dialogues: Sequence[Dialogue]) -> dict[str, int]:
 def write_outputs(out_dir: Path, cfg: Config, data: PreparedData, result: TrainResult, env: DistEnv,
                   command: str = "") -> Path:
     """Write the selected model, its config/manifest, metrics.json and the two PNGs into ``out_dir``."""
-    from train.model import ARIIGCN
+    from train.model import ARIIGCN, SeedEnsemble
     from train.model_dir import CONFUSION_PNG, CURVES_PNG, ModelManifest, save_model_dir
     from train.plots import plot_confusion, plot_curves
 
     labels = data.corpus.labels
-    model = ARIIGCN(cfg, data.dims, len(labels))
-    model.load_state_dict(result.best.state)
+    if cfg.model.ensemble > 1:  # every seed's model, probabilities averaged
+        model = SeedEnsemble(cfg, data.dims, len(labels))
+        for member, run in zip(model.members, result.runs):
+            member.load_state_dict(run.state)
+    else:
+        model = ARIIGCN(cfg, data.dims, len(labels))
+        model.load_state_dict(result.best.state)
     manifest = ModelManifest(name=cfg.name, dataset=data.corpus.dataset, labels=list(labels), dims=dict(data.dims),
                              extractors=data.extractors, past=cfg.graph.past, future=cfg.graph.future)
     metrics = {
@@ -394,8 +429,13 @@ def write_outputs(out_dir: Path, cfg: Config, data: PreparedData, result: TrainR
     out_dir = Path(out_dir)
     save_model_dir(out_dir, model, cfg, manifest, metrics)
     sel = result.best
-    plot_confusion(sel.valid.confusion, labels, out_dir / CONFUSION_PNG,
-                   title=f"{cfg.name}: validation, seed {sel.seed} (wF1 {sel.valid.weighted_f1:.2f})")
+    if cfg.model.ensemble > 1:
+        ens = result.summary["selected"]["valid"]
+        plot_confusion(ens["confusion"], labels, out_dir / CONFUSION_PNG,
+                       title=f"{cfg.name}: validation, ensemble of {len(result.runs)} seeds (wF1 {ens['weighted_f1']:.2f})")
+    else:
+        plot_confusion(sel.valid.confusion, labels, out_dir / CONFUSION_PNG,
+                       title=f"{cfg.name}: validation, seed {sel.seed} (wF1 {sel.valid.weighted_f1:.2f})")
     plot_curves({f"seed {r.seed}": r.history for r in result.runs}, out_dir / CURVES_PNG,
                 title=f"{cfg.name}: training loss and validation wF1 (★ = selected epoch)")
     return out_dir

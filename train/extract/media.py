@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import numpy as np
 
 from train.common import InputError
 from train.features.base import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("dialogue_id", "utterance_index", "path", "start", "end")
 VIDEO_FPS = 4.0  # frames sampled per second of an utterance: expressions change slower than that
@@ -56,6 +60,8 @@ def read_manifest(path: str | Path) -> dict[tuple[str, int], MediaSpan]:
                 raise InputError(f"media manifest lacks column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}", path=str(path))
             for line, row in enumerate(reader, start=2):
                 where = f"row {line}"
+                if any(row.get(c) is None for c in COLUMNS[:3]):
+                    raise InputError(f"{where}: too few fields (expected {', '.join(COLUMNS)})", path=str(path))
                 try:
                     key = (str(row["dialogue_id"]).strip(), int(row["utterance_index"]))
                     start = _seconds(row.get("start"))
@@ -88,12 +94,61 @@ def _seconds(value: str | None) -> float | None:
     return x
 
 
+# A RIFF/WAVE data chunk whose length field holds one of these was written by a streaming writer
+# that could not go back to fill it in: its length is unknown, not wrong.
+_WAV_UNKNOWN_LENGTHS = (0, 0xFFFFFFFF)
+
+
+def wav_truncation(path: str | Path) -> str | None:
+    """For a RIFF/WAVE file whose data ends before the length its header declares, a sentence
+    saying so (what the header declares, what the file holds); None for a whole file or any other
+    format. Reads only the chunk headers.
+
+    FFmpeg reads such a file without a word, so a truncated copy would otherwise replay as a
+    shorter recording (or, cut inside the header's neighbourhood, as nothing at all).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            riff = f.read(12)
+            if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+                return None
+            byte_rate, pos = 0, 12
+            while True:  # chunks: 4-byte id, 4-byte little-endian length, data padded to even length
+                f.seek(pos)
+                head = f.read(8)
+                if len(head) < 8:
+                    return "the file ends inside its WAV header (no audio data chunk)"
+                cid, length = head[:4], struct.unpack("<I", head[4:])[0]
+                pos += 8
+                if cid == b"data":
+                    if length in _WAV_UNKNOWN_LENGTHS:
+                        return None
+                    have = size - pos
+                    if have >= length:
+                        return None
+                    if byte_rate:
+                        return (f"the file ends before its header's length: the header declares {length / byte_rate:.2f} s "
+                                f"of audio, the file holds {have / byte_rate:.2f} s ({have} of {length} bytes)")
+                    return f"the file ends before its header's length: {have} of {length} bytes of audio data"
+                if cid == b"fmt ":
+                    fmt = f.read(min(length, 16))
+                    if len(fmt) >= 12:
+                        byte_rate = struct.unpack("<I", fmt[8:12])[0]
+                pos += length + (length & 1)
+    except OSError:
+        return None
+
+
 @functools.lru_cache(maxsize=2)  # utterances of one recording come in a row: decode it once
 def _decode_audio(path: str, sample_rate: int) -> np.ndarray:
     try:
         import av
     except ImportError:
         raise InputError("reading audio needs PyAV: pip install av") from None
+    if (truncated := wav_truncation(path)) is not None:
+        log.warning("%s: %s; using the audio that is there", path, truncated)
     try:
         with av.open(path) as container:
             if not container.streams.audio:
@@ -122,7 +177,8 @@ def load_frames(span: MediaSpan, fps: float = VIDEO_FPS, max_frames: int = MAX_F
     try:
         import cv2
     except ImportError:
-        raise InputError("reading video needs OpenCV: pip install 'opencv-python-headless<5'") from None
+        raise InputError("reading video needs OpenCV: pip install 'opencv-python>=4.8,<5' "
+                         "(or opencv-python-headless on a server; never both)") from None
     cap = cv2.VideoCapture(str(span.path))
     if not cap.isOpened():
         raise InputError("cannot open video", path=str(span.path))

@@ -81,6 +81,8 @@ def get_extractor(name: str, backend: str | None = None, **kwargs: Any) -> Featu
 
 register("minilm", "train.features.text:MiniLMExtractor", backend="torch")
 register("minilm", "train.features.text_onnx:OnnxMiniLMExtractor", backend="onnx")
+register("mpnet", "train.features.text:MpnetExtractor", backend="torch")
+register("mpnet", "train.features.text_onnx:OnnxMiniLMExtractor", backend="onnx")
 register("is10", "train.features.audio:IS10Extractor")
 register("whisper-enc", "train.features.audio:WhisperEncoderExtractor")
 register("fer", "train.features.visual:FerExtractor")

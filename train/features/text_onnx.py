@@ -31,7 +31,8 @@ PRECISIONS = {"fp32": ENCODER_FILE, "int8": ENCODER_INT8_FILE}
 
 
 class OnnxMiniLMExtractor:
-    """Sentence embeddings (n, 384) float32, L2-normalised, from an exported encoder directory.
+    """Sentence embeddings (n, dim) float32, L2-normalised, from an exported encoder directory
+    (MiniLM, 384-d, or mpnet, 768-d: the identity in the ONNX metadata says which).
 
     Args:
         path: directory holding the exported encoder and ``tokenizer.json``.
@@ -105,10 +106,11 @@ def _load_tokenizer(path: Path, max_length: int):
         tok = Tokenizer.from_file(str(path))
     except Exception as e:
         raise InputError(f"cannot read tokenizer: {str(e).splitlines()[0]}", path=str(path)) from None
-    pad_token = "[PAD]"
+    # the pad token tokenizer.json names (MPNet: <pad>), else BERT's [PAD]
+    pad_token = (tok.padding or {}).get("pad_token") or "[PAD]"
     pad_id = tok.token_to_id(pad_token)
     if pad_id is None:
-        raise InputError("tokenizer has no [PAD] token", path=str(path))
+        raise InputError(f"tokenizer has no {pad_token} token", path=str(path))
     tok.enable_truncation(max_length=max_length)
     tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
     return tok

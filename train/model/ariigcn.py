@@ -46,6 +46,7 @@ from train.model.classifier import UtteranceClassifier
 from train.model.contrastive import contrastive_losses
 from train.model.projection import ModalityProjection
 from train.model.rgcn import RelationalGCN
+from train.model.utterance import UtteranceWeighing, batch_shifts
 
 
 @dataclass
@@ -63,6 +64,7 @@ class ModelOutput:
             what the generator loss is computed from.
         judge_input: (M, N, H) the detached generated features ``judged`` was computed from, with
             ``requires_grad`` when the R1 penalty needs their gradient; else None.
+        own_logits: (N, C) the context-free head's logits (``utterance.own_logits``), else None.
     """
 
     logits: torch.Tensor | None
@@ -71,6 +73,7 @@ class ModelOutput:
     judged: torch.Tensor | None = None
     judged_frozen: torch.Tensor | None = None
     judge_input: torch.Tensor | None = None
+    own_logits: torch.Tensor | None = None
 
 
 class ARIIGCN(nn.Module):
@@ -103,6 +106,7 @@ class ARIIGCN(nn.Module):
         self.adversary = ModalityAdversary(n_mod, mc.hidden) if self.adversarial_active else None
         self.gcn = RelationalGCN(mc.hidden, self.num_relations, mc.gcn_layers, mc.dropout) if mc.use_graph else None
         self.classifier = UtteranceClassifier(mc.hidden, mc.classifier_hidden, self.n_classes, mc.dropout)
+        self.utterance = UtteranceWeighing(cfg.utterance, mc.hidden, mc.classifier_hidden, self.n_classes, mc.dropout)
 
     # -----------------------------------------------------------------------------------------
     @property
@@ -171,7 +175,7 @@ class ARIIGCN(nn.Module):
 
         gen, x = self._node_states(batch.features, present,
                                    None if self.gcn is None else lambda v: self.gcn(v, batch.edge_index, batch.edge_type))
-        logits = self.classifier(x, present)
+        logits, own_logits = self._classify(gen, x, present)
 
         judged = frozen = d_in = None
         if adversarial and self.adversary is not None:
@@ -184,7 +188,16 @@ class ARIIGCN(nn.Module):
                 frozen = self.adversary.judge_frozen(gen)
             else:  # alternating: the discriminators learn in their own step; here only L_G is used
                 judged = self.adversary.judge(gen)
-        return ModelOutput(logits=logits, states=x, generated=gen, judged=judged, judged_frozen=frozen, judge_input=d_in)
+        return ModelOutput(logits=logits, states=x, generated=gen, judged=judged, judged_frozen=frozen, judge_input=d_in,
+                           own_logits=own_logits)
+
+    def _classify(self, gen: torch.Tensor, x: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, C) logits from the graph states ``x`` and the own states ``gen`` (both (M, N, H)),
+        and the context-free logits (or None); see :mod:`train.model.utterance`."""
+        own = gen * present.t().unsqueeze(-1).to(gen.dtype)
+        logits = self.classifier(self.utterance.mix(own, x), present)
+        own_logits = self.utterance.own_logits(own, present)
+        return (logits if own_logits is None else logits + own_logits), own_logits
 
     def _judge_input(self, gen: torch.Tensor) -> torch.Tensor:
         """``gen`` detached, requiring grad when the R1 penalty will need its gradient."""
@@ -204,9 +217,9 @@ class ARIIGCN(nn.Module):
         (N, M) bool, adjacency (R, M*N, M*N) row-normalised (unused, may be None, without the
         graph) -> (N, C).
         """
-        _, x = self._node_states(features, present,
-                                 None if self.gcn is None else lambda v: self.gcn.forward_dense(v, adjacency))
-        return self.classifier(x, present)
+        gen, x = self._node_states(features, present,
+                                   None if self.gcn is None else lambda v: self.gcn.forward_dense(v, adjacency))
+        return self._classify(gen, x, present)[0]
 
     @torch.no_grad()
     def predict_proba(self, batch: GraphBatch) -> torch.Tensor:
@@ -244,9 +257,19 @@ class ARIIGCN(nn.Module):
             top = int(labels.max())
             if top >= self.n_classes:
                 raise InputError(f"label id {top} but the model has {self.n_classes} classes")
-            ce = F.cross_entropy(out.logits[labelled], labels[labelled], weight=class_weights)
+            uc = self.cfg.utterance
+            if uc.shift_weight != 1.0:  # emotion shifts weigh more (or less) in the cross-entropy
+                w = 1.0 + (uc.shift_weight - 1.0) * batch_shifts(labels, batch.speakers, batch.lengths).to(out.logits.dtype)
+                per = F.cross_entropy(out.logits[labelled], labels[labelled], weight=class_weights, reduction="none")
+                ce = (per * w[labelled]).sum() / w[labelled].sum()
+            else:
+                ce = F.cross_entropy(out.logits[labelled], labels[labelled], weight=class_weights)
+            if out.own_logits is not None and uc.own_weight > 0:
+                ce = ce + uc.own_weight * F.cross_entropy(out.own_logits[labelled], labels[labelled], weight=class_weights)
         else:
             ce = out.logits.sum() * 0.0  # keeps the graph connected (DDP) when a batch has no labels
+            if out.own_logits is not None:
+                ce = ce + out.own_logits.sum() * 0.0
         zero = out.logits.new_zeros(())
 
         ac, cc = self.cfg.adversarial, self.cfg.contrastive
