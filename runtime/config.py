@@ -74,6 +74,10 @@ class SegmentationConfig:
     change_threshold: float = 0.68  # cosine of the voice either side of a cut below this: a candidate change
     change_strict_threshold: float = 0.6  # ...confirmed by this alone while fewer than 2 speakers are known
     min_turn_s: float = 0.3  # voiced audio each side needs before a change there is judged
+    # Look for a change inside a stretch of speech while it is still going on (people who answer
+    # within the VAD's 300 ms make one long stretch of several turns): a cut with a full context
+    # on its right closes the utterance there at once, not at the stretch's end or at max_utterance_s.
+    change_while_speaking: bool = True
 
 
 @dataclass

@@ -106,6 +106,8 @@ class UtteranceAssembler:
         self._voiced = np.zeros(0, np.float32)  # its stretches' audio joined (pauses left out)
         self._floor = 0  # no utterance audio before this sample (the previous utterance's audio end)
         self._prepared = 0  # voiced samples the detector has embedded windows for
+        self._taken = 0  # the stretch in progress before this sample went to utterances already (early change)
+        self._searched = 0  # voiced samples of the open utterance + stretch in progress searched while speaking
         self.changes = 0  # speaker changes found (log / bench figure)
         self.cut_long = 0  # utterances cut at max_utterance_s
 
@@ -136,6 +138,7 @@ class UtteranceAssembler:
             for st in stretches:
                 out += self._on_stretch(st)
             out += self._check_boundary()
+        out += self._change_while_speaking()
         self._prepare()
         self._trim()
         return out
@@ -167,11 +170,14 @@ class UtteranceAssembler:
             self._uid += 1
             return [span]
         out: list[Span] = []
+        start = max(st.start, self._taken)  # its head may have gone to utterances already
+        if start >= st.end:
+            return out
         if not self._open:
-            self._open_new(st.start)
+            self._open_new(start)
         since = len(self._voiced)
-        self._voiced = np.concatenate([self._voiced, self._audio(st.start, st.end)])
-        self._stretches.append((st.start, st.end))
+        self._voiced = np.concatenate([self._voiced, self._audio(start, st.end)])
+        self._stretches.append((start, st.end))
         self._end = st.end
         if self.detector is not None:
             for _ in range(MAX_CHANGES_PER_STRETCH):
@@ -216,6 +222,7 @@ class UtteranceAssembler:
         self._uid += 1
         self._open = False
         self._prepared = 0
+        self._searched = 0
         if self.detector is not None:  # its windows belong to the closed utterance
             self.detector.reset()
         log.debug("utterance %d: %.2f-%.2f s (%s)", span.uid, span.start_s, span.end_s, reason)
@@ -250,6 +257,46 @@ class UtteranceAssembler:
         self._stretches, self._voiced, self._end = after, rest, after[-1][1]
         return span
 
+    def _change_while_speaking(self) -> list[Span]:
+        """A change of voice inside the stretch still in progress, found before it ends: people who
+        answer within the VAD's pause make one long stretch of several turns. Only cuts with a full
+        context after them are judged (the rest is judged later, or at the stretch's end). A change
+        closes the utterance there (``speaker_change``) and opens the next one at the cut; the
+        stretch, when it ends, gives that utterance only what follows the cut (``_taken``)."""
+        det = self.detector
+        if det is None or not self.cfg.change_while_speaking or not self.seg.speaking:
+            return []
+        s0 = self.seg.speech_start
+        safe = self.seg.pause_start if self.seg.pause_start is not None else self.seg.scored
+        if s0 is None:
+            return []
+        out: list[Span] = []
+        for _ in range(MAX_CHANGES_PER_STRETCH):
+            head = max(s0, self._taken)
+            if self._open and head - self._start > self.max_len:
+                break  # _check_boundary closes it at max_utterance_s first
+            done = len(self._voiced) if self._open else 0
+            voiced = np.concatenate([self._voiced, self._audio(head, safe)]) if self._open else self._audio(head, safe)
+            until = len(voiced) - det.context
+            if until - max(self._searched, done) < 2 * det.hop:
+                break
+            change = det.find(voiced, since=max(self._searched, done), until=until)
+            self._searched = until
+            if change is None or change.at < done:
+                break  # none, or one inside the finished stretches (judged when they ended)
+            cut = self._quietest(head + change.at - done, head, safe) if change.at > done else head
+            if not self._open:
+                self._open_new(head)
+            if cut > head:
+                self._stretches.append((head, cut))
+                self._end = cut
+            self.changes += 1
+            log.debug("speaker change while speaking (score %.3f) at %.2f s", change.score, cut / SAMPLE_RATE)
+            out.append(self._close("speaker_change", self.seg.scored, end_cap=cut if cut > head else None))
+            self._open_new(cut)
+            self._taken = cut
+        return out
+
     def _quietest(self, guess: int, lo: int, hi: int) -> int:
         """The VAD window with the lowest P(speech) within a hop of ``guess`` (inside [lo, hi])."""
         reach = int(self.cfg.change_hop_s * SAMPLE_RATE)
@@ -268,7 +315,10 @@ class UtteranceAssembler:
             return
         s0 = self.seg.speech_start
         safe = self.seg.pause_start if self.seg.pause_start is not None else self.seg.scored
-        if s0 is None or safe - s0 <= 0:
+        if s0 is None:
+            return
+        s0 = max(s0, self._taken)
+        if safe - s0 <= 0:
             return
         if not self._open:  # this stretch will open the next utterance
             voiced = self._audio(s0, safe)

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 CONTEXT_WINDOWS = 2  # each side of a cut: the windows within this many window lengths of it
 CONFIRM_S = 1.5  # audio each side of a candidate compared with the known speakers
 
-
 @dataclass
 class Change:
     """A change of voice at ``at`` voiced samples into the utterance; ``score``: the cosine there."""
@@ -66,6 +65,11 @@ class SpeakerChangeDetector:
         self.embedded = 0  # windows embedded so far (cost figure for logs and the bench)
         self.confirmations = 0  # candidates checked against the known speakers
         self.reset()
+
+    @property
+    def context(self) -> int:
+        """Voiced samples each side of a cut that its score looks at (CONTEXT_WINDOWS windows)."""
+        return CONTEXT_WINDOWS * self.win
 
     def reset(self) -> None:
         """A new utterance: cached window embeddings no longer apply."""
@@ -120,15 +124,16 @@ class SpeakerChangeDetector:
             out.append(None if left is None or right is None else float(_unit(left) @ _unit(right)))
         return out
 
-    def find(self, voiced: np.ndarray, since: int = 0) -> Change | None:
+    def find(self, voiced: np.ndarray, since: int = 0, until: int | None = None) -> Change | None:
         """The first change of voice at or after ``since`` (voiced samples), if there is one: of
         the cuts scoring below ``change_threshold``, the lowest within a window of the earliest.
 
         ``voiced``: (samples,) float32, the utterance's voiced audio so far, oldest first.
+        ``until``: no cut after this (voiced samples); None: up to ``min_turn_s`` before the end.
         """
         voiced = np.asarray(voiced, np.float32).reshape(-1)
         lo = max(self.min_side, since - CONTEXT_WINDOWS * self.win)
-        hi = len(voiced) - self.min_side
+        hi = len(voiced) - self.min_side if until is None else min(until, len(voiced) - self.min_side)
         if hi < lo:
             return None
         grid = list(range((lo + self.hop - 1) // self.hop * self.hop, hi + 1, self.hop))

@@ -114,7 +114,7 @@ class ScriptedDetector:
     """Says the voice changes at the start of the n-th stretch (voiced samples) of an utterance."""
 
     def __init__(self, at_stretch: int):
-        self.at_stretch, self.hop, self.lengths = at_stretch, 3200, []
+        self.at_stretch, self.hop, self.context, self.lengths = at_stretch, 3200, 16000, []
 
     def reset(self):
         pass
@@ -122,9 +122,54 @@ class ScriptedDetector:
     def prepare(self, voiced):
         pass
 
-    def find(self, voiced, since=0):
+    def find(self, voiced, since=0, until=None):
+        if until is not None:  # while a stretch goes on: nothing to say
+            return None
         self.lengths.append(len(voiced))
         return Change(since, 0.3) if since > 0 and self.at_stretch == 1 else None
+
+
+class VoiceAtDetector:
+    """Says the voice changes ``at`` voiced samples into the utterance, once it sees that far with
+    a full context after it (``until``), or at the stretch's end (``until`` None)."""
+
+    def __init__(self, at: int):
+        self.at, self.hop, self.context, self.calls, self.fired = at, 3200, 16000, [], False
+
+    def reset(self):
+        pass
+
+    def prepare(self, voiced):
+        pass
+
+    def find(self, voiced, since=0, until=None):
+        self.calls.append((len(voiced), since, until))
+        hi = len(voiced) - 4800 if until is None else until
+        if self.fired or not since - 2 * 8000 <= self.at <= hi:
+            return None
+        self.fired = True  # one change in this script
+        return Change(self.at, 0.3)
+
+
+@pytest.mark.parametrize("while_speaking", [True, False])
+def test_speaker_change_inside_a_stretch_that_goes_on(while_speaking):
+    """Two turns with no pause between them (one 6 s VAD stretch), the voice changing 2 s in: the
+    first utterance closes at the change while the second voice still speaks (at the stretch's
+    end without ``change_while_speaking``); the second one holds only what follows the cut."""
+    audio = script(("silence", 0.5), ("speech", 6.0), ("silence", 1.0))
+    det = VoiceAtDetector(2 * SR)
+    spans, asm = assemble(audio, SegmentationConfig(change_while_speaking=while_speaking), detector=det)
+    fin = finals(spans)
+    assert [s.reason for s in fin] == ["speaker_change", "boundary_pause"] and asm.changes == 1
+    assert abs(fin[0].start_s - 0.5) < 0.05 and abs(fin[0].end_s - 2.5) < 0.25
+    assert fin[1].start == fin[0].end and abs(fin[1].end_s - 6.5) < 0.05
+    speech = sum(b - a for s in fin for a, b in s.stretches)
+    assert abs(speech / SR - 6.0) < 2 * WINDOW / SR  # every sample once
+    assert fin[0].audio_start + len(fin[0].audio) <= fin[1].audio_start  # no audio in both
+    if while_speaking:  # decided once 1 s (the context) after the cut was heard, long before 6.5 s
+        assert fin[0].decided_at / SR < 2.5 + 1.0 + 0.5
+    else:
+        assert fin[0].decided_at / SR > 6.5
 
 
 def test_speaker_change_closes_the_utterance_before_the_boundary():
