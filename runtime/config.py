@@ -177,6 +177,6 @@ def apply_overrides(cfg: RuntimeConfig, overrides: Sequence[str], source: str = 
     """``cfg`` with ``--set section.key=value`` overrides applied (values parsed as YAML), checked."""
     if not overrides:
         return cfg
-    from train.__main__ import apply_overrides as apply_raw  # the one --set parser
+    from train.config import apply_overrides as apply_raw  # the one --set parser
 
     return runtime_config_from_dict(apply_raw(cfg.to_dict(), overrides), f"{source} with --set {' '.join(overrides)}")

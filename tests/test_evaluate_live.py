@@ -87,3 +87,13 @@ def test_command_refuses_bad_input(tmp_path):
         main(["--data", str(tmp_path / "missing.pkl")])
     with pytest.raises(InputError, match="--gap"):
         main(["--gap", "-1"])
+    with pytest.raises(InputError, match="boundary_pause_ms"):  # --set goes through the typed checks
+        main(["--set", "segmentation.boundary_pause_ms=100", "--data", str(tmp_path / "missing.pkl")])
+
+
+def test_settings_override():
+    from runtime.config import apply_overrides, load_runtime_config
+
+    cfg = apply_overrides(load_runtime_config(None), ["segmentation.change_while_speaking=false",
+                                                      "segmentation.boundary_pause_ms=700"])
+    assert cfg.segmentation.boundary_pause_ms == 700 and cfg.segmentation.change_while_speaking is False

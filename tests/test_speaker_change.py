@@ -116,3 +116,41 @@ def test_no_change_inside_one_voice(voices, known):
         voiced = np.concatenate([clips[v][0], np.zeros(int(0.2 * SR), np.float32), clips[v][2]])
         assert detector(enc).find(voiced, 0) is None
         assert detector(enc, known).find(voiced, 0) is None
+
+
+def test_quick_answers_are_split_where_the_voice_changes(tmp_path, voices):
+    """After one turn of each voice 1 s apart (both speakers known), four two-sentence turns each
+    answered within 0.2 s (below the VAD's 300 ms pause, so they run into each other): the
+    segmentation alone (runtime.tools.segmentation_sweep) gives one final utterance per turn,
+    matched one-to-one, the two speakers alternating. Looking while the speech goes on
+    (``change_while_speaking``) closes each quick turn while the next one is still being spoken;
+    without it, a turn followed by a long stretch of the other voice waits for that stretch's end."""
+    import json
+
+    from runtime.config import RuntimeConfig
+    from runtime.evaluate_live import GoldUtterance, match
+    from runtime.tools.make_speech import make_conversation
+    from runtime.tools.segmentation_sweep import segment_dialogue
+
+    _, enc = voices
+    turns = [("A", "Good morning, how are you today?"), ("B", "I am fine, thank you for asking."),
+             ("A", "I finally got the job offer this morning. I still cannot believe it."),
+             ("B", "That is wonderful news. I am so happy for you."),
+             ("A", "Thank you. I was really nervous about the interview."),
+             ("B", "Why did you not tell me about it before? I would have helped.")]
+    make_conversation(tmp_path, turns, gaps=[1.0, 1.0, 0.2, 0.2, 0.2])
+    script = json.loads((tmp_path / "script.json").read_text())
+    gold = [GoldUtterance(i, i % 2, u["text"], 0, u["start"], u["end"]) for i, u in enumerate(script["utterances"])]
+    decided = {}
+    for while_speaking in (True, False):
+        cfg = RuntimeConfig()
+        cfg.segmentation.change_while_speaking = while_speaking
+        finals, changes = segment_dialogue(tmp_path / "speech.wav", cfg, enc)
+        assert changes >= 3 and all(m is not None for m in match(finals, gold)), finals
+        assert [e["reason"] for e in finals[2:5]] == ["speaker_change"] * 3
+        speakers = [e["speaker"] for e in finals]
+        assert speakers == [speakers[0], speakers[1]] * 3 and speakers[0] != speakers[1]
+        decided[while_speaking] = [e["decided"] for e in finals[2:5]]
+    assert all(d < g.end for d, g in zip(decided[True], gold[3:6])), decided  # during the next turn
+    assert all(a <= b for a, b in zip(decided[True], decided[False])), decided
+    assert max(b - a for a, b in zip(decided[True], decided[False])) > 1.0, decided
