@@ -103,7 +103,7 @@ class SpeakerConfig:
     n_speakers: Optional[int] = None  # None = open set (new speaker below `threshold`)
     threshold: float = 0.75  # cosine similarity to a speaker's centroid to count as that speaker
     merge_threshold: float = 0.8  # two speakers' centroids this alike are one voice: merged
-    min_new_speaker_s: float = 0.8  # shorter utterances join the nearest speaker, never found one
+    min_new_speaker_s: float = 1.2  # shorter utterances join the nearest speaker, never found one
     cache_dir: Optional[str] = None  # where the ONNX voice encoder is built; None = ~/.cache/ariigcn
 
 

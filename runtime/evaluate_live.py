@@ -49,6 +49,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,7 +268,11 @@ def run_dialogue(wav: Path, gold: list[GoldUtterance], dialogue_id: str, model: 
     rec = Recognizer(model, backend, cfg, realtime=False, transcriber=asr, features=features,
                      speakers=SpeakerTracker(cfg.speakers, encoder=encoder))
     audio = FileAudioSource(wav, cfg.audio.chunk_ms, realtime=False)
-    events = Session(rec, audio, None, realtime=False).run()
+    session = Session(rec, audio, None, realtime=False)
+    events = session.run()
+    if session.signals:  # Ctrl-C / SIGTERM stop the session; the evaluation stops with it, without figures
+        log.warning("stopped by %s during dialogue %s: no figures", signal.Signals(session.signals[0]).name, dialogue_id)
+        raise SystemExit(128 + session.signals[0])
     finals = final_utterances(events)
     provisional = [e for e in events if e.get("type") == "utterance" and not e["final"]]
     ref, hyp = " ".join(g.text for g in gold), " ".join(e["text"] for e in sorted(finals, key=lambda e: e["start"]))
