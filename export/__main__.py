@@ -36,9 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="feature cache directory (default: the model config's data.cache_dir)")
     p.add_argument("--no-text", action="store_true", help="skip the text encoder")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    p.add_argument("--parity-dialogues", type=int, default=0, metavar="N",
+                   help="parity on the first N validation conversations only (default 0: all)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON at the end")
     args = p.parse_args(argv)
+    if args.parity_dialogues < 0:
+        p.error(f"--parity-dialogues must be >= 0 (0: all), got {args.parity_dialogues}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("export", "train"):  # our progress at INFO; onnxruntime's per-tensor quantisation chatter stays hidden
         logging.getLogger(name).setLevel(logging.INFO)
@@ -46,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = ExportOptions(
         int8=args.int8, int8_method=args.int8_method, calib=args.calib, calibrate_method=args.calibrate_method,
         fp16=args.fp16, trt=args.trt, window=args.window, text=not args.no_text, parity=not args.no_parity,
-        opset=args.opset, data=args.data, cache_dir=args.cache_dir,
+        parity_dialogues=args.parity_dialogues, opset=args.opset, data=args.data, cache_dir=args.cache_dir,
     )
     em = export_model(args.model, args.out, opts)
     if args.json:

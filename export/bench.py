@@ -49,12 +49,13 @@ def _items(data: Path | None, n: int) -> list:
 
 
 def _torch_size_mb(name: str) -> float:
-    """Weights the torch extractor loads: the frozen encoder's (+ the LoRA adapter of a fine-tuned MiniLM)."""
+    """Weights the torch extractor loads: the frozen encoder's (+ the LoRA adapter of a fine-tune)."""
     from export.exporter import FROZEN_TEXT
+    from export.text_encoder import base_of
     from train.features.registry import resolve
-    from train.features.text import default_model_path
+    from train.features.text_context import get_base
 
-    base = resolve(name).default_path() if name in FROZEN_TEXT else default_model_path()
+    base = resolve(name).default_path() if name in FROZEN_TEXT else get_base(base_of(name)).path()
     size = sum(p.stat().st_size for p in base.glob("*.safetensors"))
     if name not in FROZEN_TEXT:
         from train.features.registry import resolve
@@ -102,7 +103,9 @@ def bench_text_encoder(export_dir: Path, items: Sequence, n: int, name: str = "m
 
 
 def _print_text(res: dict) -> None:
-    what = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}.get(res["extractor"], f"{res['extractor']}, fine-tuned MiniLM reading speaker + past turns")
+    name = res["extractor"]
+    what = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}.get(name) or (
+        f"{name}, all-mpnet-base-v2 fine-tuned, the utterance alone" if name.startswith("mpnet-ft-") else f"{name}, fine-tuned MiniLM reading speaker + past turns")
     print(f"Text encoder ({what}), one utterance per call, this CPU:")
     print(f"  {'backend':<10} {'p50 ms':>8} {'p95 ms':>8} {'size MB':>8}")
     for name, r in res["latency"].items():

@@ -57,6 +57,10 @@ class ExportOptions:
     window: int | None = None  # default: max(32, gcn_layers*past + 1)
     text: bool = True
     parity: bool = True
+    # Parity on the first N validation conversations only (0 = all). Set-up uses a few: on a fresh
+    # machine the parity check must first compute the validation features with the text encoder
+    # (mpnet: minutes per corpus), and a handful of conversations already catches a broken export.
+    parity_dialogues: int = 0
     opset: int = 17
     data: str | None = None  # corpus for calibration and parity (default: the config's data.path)
     cache_dir: str | None = None  # feature cache (default: the config's data.cache_dir)
@@ -95,9 +99,11 @@ def load_export_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: 
     # Its own cache file (a cache holds exactly one corpus's dialogues: sharing the full corpus's
     # file would shrink it to this subset).
     static = opts.int8 and opts.int8_method == "static"
-    used = (corpus.split("train")[: opts.calib] if static else []) + corpus.split("valid")
+    valid = corpus.split("valid")[: opts.parity_dialogues or None]
+    used = (corpus.split("train")[: opts.calib] if static else []) + valid
     src = Path(str(corpus.source))
-    subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}-export{src.suffix}")))
+    tag = f"-export{opts.parity_dialogues}" if opts.parity_dialogues else "-export"  # one cache file per subset
+    subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}{tag}{src.suffix}")))
     return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir)
 
 
@@ -190,9 +196,11 @@ FROZEN_TEXT = ("minilm", "mpnet")  # frozen sentence encoders (train.features.te
 
 def exportable_text(name: str) -> bool:
     """Whether text extractor ``name`` has an ONNX export here: a frozen sentence encoder
-    (MiniLM, mpnet) or a fine-tuned ``minilm-ctx-*`` (exported merged with its adapter, with
-    ``context.json``)."""
-    return name in FROZEN_TEXT or name.startswith("minilm-ctx-")
+    (MiniLM, mpnet) or a fine-tuned ``minilm-ctx-*`` / ``mpnet-ft-*`` (exported merged with its
+    adapter, with ``context.json``)."""
+    from train.features.text_context import BASES
+
+    return name in FROZEN_TEXT or any(name.startswith(b.prefix + "-") for b in BASES.values())
 
 
 def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, expect=None):
@@ -200,9 +208,10 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
     ``context.json`` for context encoders, INT8 when asked. ``expect``: the identity the model's
     features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``.
 
-    A frozen encoder's export is kept in ``<cache>/exports/`` (keyed by its identity, opset and
-    INT8 method) and copied from there next time: the shipped models share one mpnet export."""
-    from export.text_encoder import BLOCKWISE_INT8, export_text_encoder, quantize_text_encoder
+    The export is kept in ``<cache>/exports/`` (keyed by the encoder's identity, which hashes a
+    fine-tune's adapter too, the opset and the INT8 method) and copied from there next time: a
+    fine-tuned mpnet is merged and exported once per machine, frozen encoders once for all models."""
+    from export.text_encoder import export_text_encoder, int8_method, quantize_text_encoder
     from train.features.registry import resolve
 
     encoder_cls = resolve(name)  # frozen: its default model; fine-tuned: the shipped adapter
@@ -212,19 +221,20 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
             f"the model's text features come from {expect.name} {expect.version}, but the installed encoder is {installed.version}; "
             "export with the encoder the model was trained on"
         )
-    method = "blockwise" if name in BLOCKWISE_INT8 else "dynamic"
-    if name not in FROZEN_TEXT:
-        from export.text_encoder import export_context_encoder
-
-        files = export_context_encoder(encoder_cls.shipped, out, opset=opset)
-        return quantize_text_encoder(files, method) if int8 else files
+    method = int8_method(name)
+    context = name not in FROZEN_TEXT
     cached = _exported_encoder_cache(installed, opset, method)
-    files = _copy_cached_encoder(cached, out, int8)
+    files = _copy_cached_encoder(cached, out, int8, context)
     if files is None:
-        files = export_text_encoder(out, source=encoder_cls.default_path(), identity=installed, opset=opset)
+        if context:
+            from export.text_encoder import export_context_encoder
+
+            files = export_context_encoder(encoder_cls.shipped, out, opset=opset)
+        else:
+            files = export_text_encoder(out, source=encoder_cls.default_path(), identity=installed, opset=opset)
         if int8:
             files = quantize_text_encoder(files, method)
-        _fill_encoder_cache(out, cached, int8)
+        _fill_encoder_cache(out, cached, int8, context)
     return files
 
 
@@ -235,16 +245,18 @@ def _exported_encoder_cache(identity, opset: int, method: str) -> Path:
     return cache_root() / "exports" / f"{identity.name}-{content_key(*identity.to_dict().values(), opset, method)[:12]}"
 
 
-def _copy_cached_encoder(cached: Path, out: Path, int8: bool):
-    """The cached export's files copied into ``out`` (TextEncoderFiles), or None when it lacks any."""
+def _copy_cached_encoder(cached: Path, out: Path, int8: bool, context: bool = False):
+    """The cached export's files copied into ``out`` (TextEncoderFiles), or None when it lacks any.
+    ``context``: a fine-tuned encoder's export, which has ``context.json`` too."""
     import onnx
 
     from train.common import copy_atomic
     from export.text_encoder import TextEncoderFiles
     from train.features.base import ExtractorIdentity
+    from train.features.text_context import CONTEXT_JSON
     from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, META_DIM, META_IDENTITY, META_MAX_LENGTH, TOKENIZER_FILE
 
-    names = [ENCODER_FILE, TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else [])
+    names = [ENCODER_FILE, TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else []) + ([CONTEXT_JSON] if context else [])
     if not all((cached / n).is_file() for n in names):
         return None
     out.mkdir(parents=True, exist_ok=True)
@@ -257,12 +269,13 @@ def _copy_cached_encoder(cached: Path, out: Path, int8: bool):
                             int8=out / ENCODER_INT8_FILE if int8 else None)
 
 
-def _fill_encoder_cache(out: Path, cached: Path, int8: bool) -> None:
+def _fill_encoder_cache(out: Path, cached: Path, int8: bool, context: bool = False) -> None:
     from train.common import copy_atomic
+    from train.features.text_context import CONTEXT_JSON
     from train.features.text_onnx import ENCODER_FILE, ENCODER_INT8_FILE, TOKENIZER_FILE
 
     cached.mkdir(parents=True, exist_ok=True)
-    for n in [TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else []) + [ENCODER_FILE]:  # fp32 last: marks it complete
+    for n in [TOKENIZER_FILE] + ([ENCODER_INT8_FILE] if int8 else []) + ([CONTEXT_JSON] if context else []) + [ENCODER_FILE]:  # fp32 last: marks it complete
         copy_atomic(out / n, cached / n)
 
 
@@ -280,9 +293,9 @@ def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None
     em.add_file(out, ENCODER_FILE, mf.TEXT_ENCODER, "fp32", max_length=files.max_length)
     em.add_file(out, TOKENIZER_FILE, mf.TOKENIZER, None)
     if int8:
-        from export.text_encoder import BLOCKWISE_INT8
+        from export.text_encoder import int8_method
 
-        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method="blockwise" if ident.name in BLOCKWISE_INT8 else "dynamic")
+        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method=int8_method(ident.name))
 
 
 def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: ExportOptions) -> dict[str, Any]:
@@ -292,8 +305,8 @@ def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: Export
     names = ["onnx"] + (["onnx-int8"] if opts.int8 else []) + (["onnx-fp16"] if opts.fp16 else [])
     backends = {n: BACKENDS[n](export_dir=out) for n in names}
     if corpus is not None:
-        dialogues = corpus.split("valid")
-        split = "valid"
+        dialogues = corpus.split("valid")  # the subset _corpus kept
+        split = f"valid (first {len(dialogues)} conversations)" if opts.parity_dialogues else "valid"
     else:
         dialogues, split = synthetic_dialogues(spec, manifest.labels), "synthetic"
     result: dict[str, Any] = {"split": split, "graph": graph_parity(net, cfg, dialogues, backends, manifest.labels)}

@@ -182,6 +182,19 @@ INT8_METHODS = ("dynamic", "blockwise")
 BLOCKWISE_INT8 = ("mpnet",)
 
 
+def base_of(name: str) -> str:
+    """The frozen base of text extractor ``name``: itself for "minilm"/"mpnet", the base of a
+    fine-tune (``minilm-ctx-*`` -> minilm, ``mpnet-ft-*`` -> mpnet), else ``name``."""
+    from train.features.text_context import BASES
+
+    return next((b.key for b in BASES.values() if name == b.key or name.startswith(b.prefix + "-")), name)
+
+
+def int8_method(name: str) -> str:
+    """How text extractor ``name``'s encoder is quantised: blockwise for mpnet and its fine-tunes, else dynamic."""
+    return "blockwise" if base_of(name) in BLOCKWISE_INT8 else "dynamic"
+
+
 def quantize_text_encoder(files: TextEncoderFiles, method: str = "dynamic") -> TextEncoderFiles:
     """INT8 copy of the encoder; needs no calibration text.
 
@@ -206,8 +219,8 @@ def quantize_text_encoder(files: TextEncoderFiles, method: str = "dynamic") -> T
 
 def export_context_encoder(encoder: str | os.PathLike, out_dir: str | os.PathLike, *, int8: bool = False,
                            opset: int | None = None) -> TextEncoderFiles:
-    """Export a fine-tuned context encoder (``minilm-ctx-*``, an encoder directory or name) to
-    ``out_dir``: its adapter merged into MiniLM (:func:`export_text_encoder`), stamped with its
+    """Export a fine-tuned encoder (``minilm-ctx-*``, ``mpnet-ft-*``: an encoder directory or name) to
+    ``out_dir``: its adapter merged into its base (:func:`export_text_encoder`), stamped with its
     identity, plus ``context.json`` so :class:`~train.features.text_context.OnnxContextTextExtractor`
     formats inputs the same way."""
     import tempfile
@@ -221,7 +234,7 @@ def export_context_encoder(encoder: str | os.PathLike, out_dir: str | os.PathLik
         merged = save_merged(d, Path(tmp) / "st")
         files = export_text_encoder(out_dir, source=merged, identity=identity, **({"opset": opset} if opset else {}))
     if int8:
-        files = quantize_text_encoder(files)
+        files = quantize_text_encoder(files, int8_method(identity.name))
     write_text_atomic(Path(out_dir) / CONTEXT_JSON, json.dumps({"context": fmt, "identity": identity.to_dict()}, indent=2) + "\n")
     return files
 
@@ -283,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = Path(args.source) if args.source else cls.default_path()
     files = export_text_encoder(args.out, source=source, identity=model_identity(source, name=cls.name, dim=cls.dim), opset=args.opset)
     if args.int8:
-        files = quantize_text_encoder(files, "blockwise" if args.extractor in BLOCKWISE_INT8 else "dynamic")
+        files = quantize_text_encoder(files, int8_method(args.extractor))
     print(f"wrote {files.onnx}" + (f", {files.int8}" if files.int8 else "") + f", {files.tokenizer}")
     if args.check:
         print(json.dumps(check_parity(args.out, source=source, extractor=args.extractor), indent=2))

@@ -154,6 +154,25 @@ def test_default_int8_is_dynamic_smaller_and_agrees(trained, tmp_path):
     assert m.files["graph.int8.onnx"].bytes < m.files["graph.onnx"].bytes
 
 
+def test_parity_on_the_first_validation_conversations(trained, tmp_path):
+    """``--parity-dialogues N`` (what set-up uses): parity over exactly the first N validation
+    conversations, and the manifest says so; a negative N is refused by the CLI."""
+    from export.__main__ import main as export_main
+    from export.manifest import read_export_manifest
+    from train.data import load_corpus
+
+    _, data, model, _ = trained
+    out = tmp_path / "few"
+    assert export_main(["--model", str(model), "--out", str(out), "--int8", "--data", str(data), "--parity-dialogues", "2"]) == 0
+    m = read_export_manifest(out)
+    first = load_corpus(str(data)).split("valid")[:2]
+    assert m.parity["split"] == "valid (first 2 conversations)"
+    assert m.parity["graph"]["onnx"]["utterances"] == sum(len(d) for d in first)
+    with pytest.raises(SystemExit):
+        export_main(["--model", str(model), "--out", str(tmp_path / "neg"), "--parity-dialogues", "-1"])
+    assert not (tmp_path / "neg").exists()
+
+
 def test_onnx_backends_match_torch_on_all_splits(trained):
     """FP32 ONNX within 1e-4 of torch, also with missing modality rows; INT8 (calibrated on the
     training conversations) agrees with torch on >= 99% of labels over every split."""

@@ -341,3 +341,191 @@ def test_cli_bad_input_is_one_line(tmp_path):
 def test_extractor_refuses_a_directory_without_adapter(tmp_path):
     with pytest.raises(InputError, match="missing encoder.json|no such"):
         ContextTextExtractor(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bases, the kept frozen-layer cache, cross-fitted training features
+
+
+def test_base_choice_is_checked():
+    cfg = encoder_config_from_dict({"base": "mpnet", "lora": {"layers": 12, "targets": []}}, source="c.yaml")
+    assert cfg.adapted_layers == list(range(12)) and "attention.attn.q" in cfg.lora_targets
+    with pytest.raises(InputError, match="unknown base encoder 'bert'"):
+        encoder_config_from_dict({"base": "bert"}, source="c.yaml")
+    with pytest.raises(InputError, match="lora.layers must be in 1..6"):
+        encoder_config_from_dict({"lora": {"layers": 7}}, source="c.yaml")
+    with pytest.raises(InputError, match="unknown.*for base mpnet"):  # BERT's names are not mpnet's
+        encoder_config_from_dict({"base": "mpnet", "lora": {"targets": ["attention.self.query"]}}, source="c.yaml")
+    with pytest.raises(InputError, match="crossfit_folds must be 0 .* or >= 2"):
+        encoder_config_from_dict({"train": {"crossfit_folds": 1}}, source="c.yaml")
+    # speakers "none" with no turns: the transcript alone, as the frozen encoder reads it
+    fmt = ContextFormat(turns=0, speakers="none")
+    assert format_turns("  Hello   there ", "M", [("before", "F")], fmt) == "Hello there"
+    assert format_turns("Hi", "M", [("before", "F")], ContextFormat(turns=1, speakers="none")) == "Hi [SEP] before"
+
+
+def test_kept_frozen_cache_is_reused_and_keyed_by_the_texts(tmp_path):
+    import torch
+
+    from train.encoder_tuning import BottomCache, ContextEncoder
+
+    cfg = tiny_cfg()
+    model = ContextEncoder(cfg, len(LABELS))
+    texts = ["short", "a much longer sentence than the first one", "middle one here"]
+    first = BottomCache(model, texts, "x", progress=False, store=tmp_path)
+    shards = list(tmp_path.glob("*/shard-*.safetensors"))
+    assert len(shards) == 1
+    again = BottomCache(model, texts, "x", progress=False, store=tmp_path)  # read back, not recomputed
+    for a, b in zip(first.states, again.states):
+        assert torch.equal(a, b)
+    other = BottomCache(model, texts[:2], "x", progress=False, store=tmp_path)  # other texts: another key
+    assert len(list(tmp_path.glob("*/shard-*.safetensors"))) == 2 and torch.equal(other.states[1], first.states[1])
+    sub = first.subset([2, 0])
+    assert len(sub) == 2 and sub.lengths.tolist() == [first.lengths[2], first.lengths[0]]
+
+
+@pytest.fixture(scope="module")
+def crossfitted(tmp_path_factory):
+    """The tiny config cross-fitted over 2 folds, its parts run as separate calls (as parallel
+    processes would), the encoder's features written into a feature cache."""
+    from train.encoder_tuning import finetune
+
+    root = tmp_path_factory.mktemp("cf")
+    cfg = tiny_cfg(crossfit_folds=2)
+    corpus = synthetic_corpus()
+    kw = dict(corpus=corpus, progress=False, frozen_cache=root / "frozen")
+    first = finetune(cfg, root / "enc", part="fold-2", **kw)
+    assert not first.finished and not (root / "enc" / "crossfit.npz").exists()
+    finetune(cfg, root / "enc", part="main", features_cache=root / "features", **kw)
+    assert not (root / "enc" / "crossfit.npz").exists()  # fold 1 is still missing
+    last = finetune(cfg, root / "enc", part="fold-1", **kw)
+    assert last.finished and (root / "enc" / "crossfit.npz").is_file()
+    return root, cfg, corpus
+
+
+def test_crossfit_rows_come_from_the_encoder_that_did_not_see_them(crossfitted):
+    import torch
+
+    from train.encoder_tuning import ContextEncoder, build_examples
+    from train.encoder_tuning.loop import fold_of
+    from train.features.cache import FeatureFile
+
+    root, cfg, corpus = crossfitted
+    out = root / "enc"
+    ff = FeatureFile.load(out / "crossfit.npz")
+    assert ff.identity == encoder_identity(out) and ff.meta["crossfit"]["folds"] == 2
+    folds = fold_of([d.id for d in corpus.split("train")], 2, cfg.train.seed)
+    assert set(ff.features) == set(folds) and sorted(set(folds.values())) == [0, 1]
+    ex = build_examples(corpus, "train", cfg.context)
+    models = {}
+    for f in (0, 1):
+        models[f] = ContextEncoder(cfg, len(LABELS))
+        models[f].load_adapter(out / "folds" / f"fold-{f + 1}" / "best")
+        models[f].train(False)
+    main = ContextEncoder(cfg, len(LABELS))
+    main.load_adapter(out)
+    main.train(False)
+    with torch.no_grad():
+        for r, (did, i) in enumerate(ex.where):
+            row = ff.features[did][i]
+            own = models[folds[did]].embed([ex.texts[r]])[0].numpy()
+            np.testing.assert_allclose(row, own, atol=1e-5)  # embedded by the fold's encoder...
+            assert np.abs(row - main.embed([ex.texts[r]])[0].numpy()).max() > 1e-4  # ...not the main one
+
+
+def test_features_cache_and_crossfit_feed_the_graph_training(crossfitted, tmp_path):
+    from train.extract import attach_features
+    from train.extract.crossfit import apply_crossfit
+    from train.features.cache import FeatureFile
+
+    root, cfg, corpus = crossfitted
+    out = root / "enc"
+    ex = ContextTextExtractor(out, device="cpu")
+    # the features the fine-tuner wrote from its cached frozen layers = the extractor's own
+    fresh = synthetic_corpus()
+    attach_features(fresh, {"text": ex}, tmp_path / "own", progress=False)
+    prefilled = synthetic_corpus()
+    files = list((root / "features").glob("*.npz"))
+    assert len(files) == 1 and FeatureFile.load(files[0]).identity == ex.identity
+    attach_features(prefilled, {"text": ex}, root / "features", progress=False)  # all rows reused
+    for a, b in zip(fresh.dialogues, prefilled.dialogues):
+        np.testing.assert_allclose(a.features["text"], b.features["text"], atol=2e-5)
+    valid_before = [d.features["text"].copy() for d in prefilled.split("valid")]
+    n = apply_crossfit(prefilled, "text", out / "crossfit.npz", ex.identity)
+    assert n == sum(len(d) for d in prefilled.split("train"))
+    crossfit = FeatureFile.load(out / "crossfit.npz")
+    for d in prefilled.split("train"):
+        np.testing.assert_array_equal(d.features["text"], crossfit.features[d.id])
+    for d, before in zip(prefilled.split("valid"), valid_before):  # validation keeps the encoder's own features
+        np.testing.assert_array_equal(d.features["text"], before)
+    # another encoder's features, edited transcripts, a missing file: one-line errors
+    from train.features.base import ExtractorIdentity
+
+    with pytest.raises(InputError, match="cross-fitted features of minilm-ctx-tiny"):
+        apply_crossfit(prefilled, "text", out / "crossfit.npz", ExtractorIdentity("minilm", "text", 384, "st-x"))
+    edited = synthetic_corpus()
+    attach_features(edited, {"text": ex}, root / "features", progress=False)
+    edited.dialogues[0].texts[1] = "not what was embedded"
+    with pytest.raises(InputError, match="transcripts of this dialogue differ"):
+        apply_crossfit(edited, "text", out / "crossfit.npz", ex.identity)
+    with pytest.raises(InputError, match="cross-fitted features not found.*crossfit_folds"):
+        apply_crossfit(edited, "text", tmp_path / "none.npz", ex.identity)
+
+
+class _TinyEncoder(ContextTextExtractor):
+    """A registry entry for the cross-fitted tiny encoder (its directory is set by the test)."""
+
+    directory = ""
+
+    def __init__(self, path=None, *, device=None, batch_size=32):
+        super().__init__(path or self.directory, device=device, batch_size=batch_size)
+
+
+def test_graph_training_data_swaps_in_the_crossfitted_features(crossfitted):
+    """data.crossfit of a graph config: the training split gets the out-of-fold rows, validation
+    the encoder's own features."""
+    from train.config import config_from_dict
+    from train.features.cache import FeatureFile
+    from train.features.registry import register
+    from train.trainer import prepare_data
+
+    root, cfg, corpus = crossfitted
+    _TinyEncoder.directory = str(root / "enc")
+    register("tiny-crossfit-test", f"{__name__}:_TinyEncoder", backend="torch")
+    data = {"dataset": "iemocap", "modalities": ["text"], "extractors": {"text": "tiny-crossfit-test"}, "cache_dir": str(root / "features")}
+    plain = prepare_data(config_from_dict({"data": data}, source="g.yaml"), corpus=synthetic_corpus())
+    swapped = prepare_data(config_from_dict({"data": {**data, "crossfit": {"text": str(root / "enc" / "crossfit.npz")}}}, source="g.yaml"),
+                           corpus=synthetic_corpus())
+    crossfit = FeatureFile.load(root / "enc" / "crossfit.npz")
+    for d, p in zip(swapped.train, plain.train):
+        np.testing.assert_array_equal(d.features["text"], crossfit.features[d.id])
+        assert np.abs(d.features["text"] - p.features["text"]).max() > 1e-4
+    for d, p in zip(swapped.valid, plain.valid):
+        np.testing.assert_array_equal(d.features["text"], p.features["text"])
+    with pytest.raises(InputError, match="data.crossfit names 'audio'"):
+        prepare_data(config_from_dict({"data": {**data, "crossfit": {"audio": "x.npz"}}}, source="g.yaml"), corpus=synthetic_corpus())
+
+
+def test_mpnet_base_layers_split_at_the_cache_give_the_sentence_embedding():
+    """bottom() then top() of mpnet (relative position bias recomputed above the cache) equals
+    sentence-transformers' all-mpnet-base-v2 before any training (LoRA starts as the identity)."""
+    import torch
+
+    from train.encoder_tuning import ContextEncoder
+    from train.features.text import MpnetExtractor
+
+    try:
+        ref_ex = MpnetExtractor(device="cpu")
+    except InputError:
+        pytest.skip("all-mpnet-base-v2 is not assembled (python -m train.setup_encoders)")
+    cfg = load_encoder_config(REPO / "configs" / "iemocap-mpnet-encoder.yaml")
+    model = ContextEncoder(cfg, len(LABELS))
+    model.train(False)
+    texts = ["Okay.", "Guess what, we won the championship game today!", "hmm"]
+    with torch.no_grad():
+        got = model.embed(texts).numpy()
+        ids, mask = model.tokenize(texts[1:2])
+        alone = model.top(model.bottom(ids, mask), mask).numpy()
+    ref = ref_ex.encode(texts)
+    np.testing.assert_allclose(got, ref, atol=1e-5)  # padded batch
+    np.testing.assert_allclose(alone[0], ref[1], atol=1e-5)

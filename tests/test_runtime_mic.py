@@ -164,6 +164,9 @@ class FakeSoundDevice:
                 self.active = True
 
                 def run():
+                    # On a schedule, as a device's own clock delivers: a late thread (a loaded
+                    # machine) catches up instead of drifting behind the wall clock.
+                    t0 = time.monotonic()
                     for i in range(fake.blocks):
                         block = np.full((kw["blocksize"], 1), i + 1, np.int16)
                         try:
@@ -171,7 +174,7 @@ class FakeSoundDevice:
                         except fake.CallbackAbort:  # PortAudio stops the stream
                             self.active = False
                             return
-                        time.sleep(fake.period)
+                        time.sleep(max(0.0, t0 + (i + 1) * fake.period - time.monotonic()))
                     if fake.ending == "error":  # PortAudio ends the stream (device gone)
                         self.active = False
                         kw["finished_callback"]()

@@ -31,6 +31,10 @@ class DataConfig:
     extractors: dict[str, str] = field(default_factory=lambda: {"text": "minilm"})
     # Directory for cached extracted features (npz); relative to the current directory.
     cache_dir: str = "cache/features"
+    # Modality -> cross-fitted training features of a fine-tuned encoder (the crossfit.npz that
+    # python -m train.finetune writes with train.crossfit_folds): they replace that modality's
+    # extracted features of the training dialogues (train.extract.crossfit). Empty: none.
+    crossfit: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

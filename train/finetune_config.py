@@ -1,7 +1,8 @@
 """Typed configuration of a text-encoder fine-tuning run (``configs/<name>-encoder.yaml``).
 
-Sections: ``data`` (corpus), ``context`` (the input format, :class:`ContextFormat`), ``lora``
-(which layers adapt and how) and ``train`` (optimisation, selection, checkpoints). Loaded like
+Sections: ``base`` (the frozen encoder it starts from: ``minilm`` or ``mpnet``), ``data`` (corpus),
+``context`` (the input format, :class:`ContextFormat`), ``lora`` (which layers adapt and how) and
+``train`` (optimisation, selection, checkpoints, cross-fitting). Loaded like
 the model configs: an unknown key is an :class:`InputError` naming the file and the key.
 """
 from __future__ import annotations
@@ -14,11 +15,7 @@ from typing import Any
 
 from train.config import build_dataclass, read_yaml  # the one YAML -> dataclass loader
 from train.common import InputError
-from train.features.text_context import ContextFormat
-
-# Linear layers of one BERT layer that get LoRA matrices (suffixes under encoder.layer.<i>.).
-LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")
-N_LAYERS = 6  # all-MiniLM-L6-v2
+from train.features.text_context import ContextFormat, get_base
 
 
 @dataclass
@@ -35,7 +32,10 @@ class AdapterConfig:
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.1
-    targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    # Suffixes (under encoder.layer.<i>.) of the linear layers that get LoRA matrices; empty: all
+    # of the base's (train.features.text_context.BASES: BERT's query/key/value/... for MiniLM,
+    # attention.attn.q/k/v/o, intermediate.dense, output.dense for mpnet).
+    targets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -52,11 +52,16 @@ class EncoderTrainConfig:
     seed: int = 0
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints (also each epoch end)
     max_train_dialogues: int = 0  # 0 = all; a cap for quick trials
+    # k > 1: also train k encoders, each on the training dialogues outside one of k folds, and
+    # embed each fold with the encoder that did not see its labels (crossfit.npz): features of
+    # the training split like those the graph model meets at validation. 0 = none.
+    crossfit_folds: int = 0
 
 
 @dataclass
 class EncoderConfig:
     name: str = "iemocap"
+    base: str = "minilm"  # the frozen encoder fine-tuned: minilm (all-MiniLM-L6-v2) or mpnet (all-mpnet-base-v2)
     data: EncoderDataConfig = field(default_factory=EncoderDataConfig)
     context: ContextFormat = field(default_factory=ContextFormat)
     lora: AdapterConfig = field(default_factory=AdapterConfig)
@@ -68,17 +73,26 @@ class EncoderConfig:
     @property
     def adapted_layers(self) -> list[int]:
         """Indices of the transformer layers that carry LoRA matrices (the top ``lora.layers``)."""
-        return list(range(N_LAYERS - self.lora.layers, N_LAYERS))
+        n = get_base(self.base).n_layers
+        return list(range(n - self.lora.layers, n))
+
+    @property
+    def lora_targets(self) -> list[str]:
+        """The LoRA target suffixes: ``lora.targets``, or all of the base's when that list is empty."""
+        return list(self.lora.targets) or list(get_base(self.base).lora_targets)
 
     def validate(self, source: str = "config") -> None:
-        if not 1 <= self.lora.layers <= N_LAYERS:
-            raise InputError(f"lora.layers must be in 1..{N_LAYERS}, got {self.lora.layers}", path=source)
+        base = get_base(self.base, source)
+        if not 1 <= self.lora.layers <= base.n_layers:
+            raise InputError(f"lora.layers must be in 1..{base.n_layers} ({base.key} has {base.n_layers} layers), got {self.lora.layers}", path=source)
         if self.lora.r < 1:
             raise InputError(f"lora.r must be >= 1, got {self.lora.r}", path=source)
-        bad = [t for t in self.lora.targets if t not in LORA_TARGETS]
-        if bad or not self.lora.targets:
-            raise InputError(f"lora.targets: unknown {bad or 'empty list'}; choose from {', '.join(LORA_TARGETS)}", path=source)
+        bad = [t for t in self.lora.targets if t not in base.lora_targets]
+        if bad:
+            raise InputError(f"lora.targets: unknown {bad} for base {base.key}; choose from {', '.join(base.lora_targets)} (or leave the list empty: all)", path=source)
         t = self.train
+        if t.crossfit_folds == 1 or t.crossfit_folds < 0:
+            raise InputError(f"train.crossfit_folds must be 0 (none) or >= 2, got {t.crossfit_folds}", path=source)
         for key, value, low in (("epochs", t.epochs, 1), ("batch_size", t.batch_size, 1), ("checkpoint_every", t.checkpoint_every, 1), ("patience", t.patience, 1), ("max_train_dialogues", t.max_train_dialogues, 0)):
             if value < low:
                 raise InputError(f"train.{key} must be >= {low}, got {value}", path=source)

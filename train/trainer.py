@@ -170,6 +170,12 @@ def prepare_data(cfg: Config, data_path: str | None = None, corpus: Corpus | Non
 
         log.info("attaching features %s (cache %s)", extractors, cfg.data.cache_dir)
         corpus = attach_features(corpus, extractors, cfg.data.cache_dir)
+    for m, path in cfg.data.crossfit.items():
+        if m not in extractors:
+            raise InputError(f"data.crossfit names {m!r}, but no extractor of a modality in use makes it", path=source)
+        from train.extract.crossfit import apply_crossfit
+
+        apply_crossfit(corpus, m, path, identity_of(extractors[m]))
     dims = check_modalities(cfg, corpus, source)
     train = corpus.split("train")
     valid = corpus.split("valid")

@@ -47,10 +47,11 @@ def save_checkpoint(out: Path, model: ContextEncoder, optimizer, scheduler, prog
         (tmp / STATE_FILE).write_text(json.dumps({"progress": progress.__dict__, "config": cfg.to_dict()}, indent=1), encoding="utf-8")
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+def first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """Where two config dicts first differ ("train.lr (0.001 in the checkpoint, 0.002 now)"), or None."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
-            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+            d = first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
             if d:
                 return d
         return None
@@ -70,7 +71,7 @@ def load_checkpoint(out: Path, model: ContextEncoder, optimizer, scheduler, cfg:
         state = json.loads((ck / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(f"--resume: cannot read {STATE_FILE}: {e}", path=str(ck)) from None
-    diff = _first_difference(state.get("config", {}), cfg.to_dict())
+    diff = first_difference(state.get("config", {}), cfg.to_dict())
     if diff:
         raise InputError(f"--resume: the checkpoint was made with another config; it differs at {diff}. Resume with the same config and --seed, or start a new --out", path=str(ck))
     weights = load_file(str(ck / TRAINABLE_FILE))

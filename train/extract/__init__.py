@@ -50,6 +50,18 @@ class _Utterance:
     order: int  # sort key for batching (text length: less padding)
 
 
+def text_keys(dialogue, context_turns: int = 0) -> list[str]:
+    """Cache keys of a dialogue's utterances for a text extractor reading ``context_turns`` past turns."""
+    d = dialogue
+    keys = []
+    for i, text in enumerate(d.texts):
+        text = "" if text is None else str(text)
+        ctx = [(d.texts[j], d.speakers[j]) for j in range(max(0, i - context_turns), i)]
+        # a context-aware encoder also sees speakers and past turns, so they are part of its key
+        keys.append(content_key("text", f"{d.speakers[i]}: {text}", *(f"{s}: {t}" for t, s in ctx)) if context_turns else content_key("text", text))
+    return keys
+
+
 def _text_units(corpus: Corpus, extractor: FeatureExtractor) -> dict[str, list[_Utterance]]:
     context_turns = int(getattr(extractor, "context_turns", 0) or 0)  # encoders that read past turns
     units: dict[str, list[_Utterance]] = {}
@@ -59,12 +71,9 @@ def _text_units(corpus: Corpus, extractor: FeatureExtractor) -> dict[str, list[_
         if len(d.texts) != len(d):
             raise InputError(f"{len(d.texts)} texts but {len(d)} utterances", path=corpus.source or None, dialogue=d.id)
         rows = []
-        for i, text in enumerate(d.texts):
-            text = "" if text is None else str(text)
-            lo = max(0, i - context_turns)
-            ctx = [(d.texts[j], d.speakers[j]) for j in range(lo, i)]
-            # a context-aware encoder also sees speakers and past turns, so they are part of its key
-            key = content_key("text", f"{d.speakers[i]}: {text}", *(f"{s}: {t}" for t, s in ctx)) if context_turns else content_key("text", text)
+        for i, key in enumerate(text_keys(d, context_turns)):
+            text = "" if d.texts[i] is None else str(d.texts[i])
+            ctx = [(d.texts[j], d.speakers[j]) for j in range(max(0, i - context_turns), i)]
             rows.append(_Utterance(key, _text_loader(text, d.speakers[i], ctx), len(text)))
         units[d.id] = rows
     return units
@@ -222,4 +231,4 @@ def attach_features(
     return corpus
 
 
-__all__ = ["attach_features", "extract_corpus", "cache_path", "ExtractStats", "DEFAULT_EXTRACTORS"]
+__all__ = ["attach_features", "extract_corpus", "cache_path", "text_keys", "ExtractStats", "DEFAULT_EXTRACTORS"]

