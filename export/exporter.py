@@ -104,7 +104,7 @@ def load_export_data(model_dir: Path, manifest, cfg, opts: ExportOptions, need: 
     src = Path(str(corpus.source))
     tag = f"-export{opts.parity_dialogues}" if opts.parity_dialogues else "-export"  # one cache file per subset
     subset = replace(corpus, dialogues=used, source=str(src.with_name(f"{src.stem}{tag}{src.suffix}")))
-    return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir)
+    return attach_model_features(subset, manifest, opts.cache_dir or cfg.data.cache_dir, media=cfg.data.media)
 
 
 def _tool_versions() -> dict[str, str]:

@@ -30,6 +30,7 @@ sounddevice. Modules:
 * :mod:`runtime.speakers` -- resemblyzer voice embeddings (ONNX) and online speaker clustering
   (clusters found to be one voice are merged);
 * :mod:`runtime.features` -- exactly the feature extractors the model's manifest names;
+* :mod:`runtime.face`     -- face evidence per utterance (the fer expression model's own output);
 * :mod:`runtime.conversation` -- the incremental conversation graph over a bounded window
   (built by ``train.graph.build_graph``, the function training uses);
 * :mod:`runtime.recognizer` -- ``Recognizer``, the Python API: audio chunks and frames in, events out;
@@ -56,7 +57,8 @@ from train.model_dir import add_model_search_dirs
 
 add_model_search_dirs(SHIPPED_MODELS)
 
-from runtime.events import Event, SpeakerUpdateEvent, StatusEvent, UtteranceEvent, WarningEvent  # noqa: E402
+from runtime.events import Event, FaceEvidence, SpeakerUpdateEvent, StatusEvent, UtteranceEvent, WarningEvent  # noqa: E402
 from runtime.recognizer import Recognizer, load_model  # noqa: E402
 
-__all__ = ["Recognizer", "load_model", "Event", "UtteranceEvent", "SpeakerUpdateEvent", "StatusEvent", "WarningEvent"]
+__all__ = ["Recognizer", "load_model", "Event", "UtteranceEvent", "FaceEvidence", "SpeakerUpdateEvent", "StatusEvent",
+           "WarningEvent"]

@@ -46,6 +46,10 @@ class VideoConfig:
     # A camera that stops delivering frames is reopened this often (seconds) until it is back;
     # 0 = give it up (the session goes on audio-only either way).
     reconnect_s: float = 2.0
+    # Each utterance event carries the facial-expression model's own reading of the face
+    # ("face", runtime.face), whatever the model. False: not computed (the face model is then
+    # loaded only if the emotion model uses the visual modality).
+    face_evidence: bool = True
 
 
 @dataclass

@@ -12,7 +12,11 @@ Event kinds (one JSON object per line, flushed line by line so a reader sees eac
   conversation history the graph sees. To keep final labels only, keep the events with
   ``"final": true`` (``jq -c 'select(.final == true)'``). ``start``/``end``: seconds on the
   session's audio clock; ``speaker``: integer id in order of first appearance; ``probs``: label
-  -> probability; ``modalities``: which modalities the model saw for it.
+  -> probability; ``modalities``: which modalities the model saw for it; ``face``: the
+  facial-expression model's own output for the utterance, ``{"probs": {expression: p},
+  "frames": n}`` (fer's 7 class probabilities averaged over the utterance's frames that had a
+  face, and how many did; :mod:`runtime.face`), ``null`` without video or without a face. It is
+  evidence shown beside the label, not the label: ``emotion`` comes from the emotion model.
 * ``{"type": "speaker_update", "merged": [id], "into": id, "indices": [...]}`` -- two speaker
   ids turned out to be one voice: the final utterances listed (which carried the merged id) now
   carry ``into``, and the merged id is never used again. The graph's window is re-labelled too.
@@ -25,9 +29,10 @@ Event kinds (one JSON object per line, flushed line by line so a reader sees eac
 Latency stages (``latency_ms``; see :mod:`runtime.recognizer`): ``vad`` (end of speech -> the
 segmenter closes the utterance: the silence it waits for), ``queue`` (waiting for the model
 thread), ``asr``, ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
-``model`` (graph + classifier) and ``total`` (end of speech -> event, as it would be live). Final
+``model`` (graph + classifier), ``face`` (the face evidence: the frames the face thread had not
+reached yet; with video only) and ``total`` (end of speech -> event, as it would be live). Final
 events add ``after_close``: from the moment the utterance closed to the event (``vad`` is then
-the wait for the close: the boundary pause, or the pause after the stretch where the voice changed).
+the wait for the close: the boundary pause, or until the change of voice was sure).
 """
 from __future__ import annotations
 
@@ -49,6 +54,14 @@ log = logging.getLogger(__name__)
 STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
 
 
+class FaceEvidence(TypedDict):
+    """The face model's own reading of an utterance: fer's expression probabilities (angry,
+    disgust, fear, happy, sad, surprise, neutral) averaged over ``frames`` frames with a face."""
+
+    probs: dict[str, float]
+    frames: int
+
+
 class UtteranceEvent(TypedDict):
     """One labelled utterance (the module docstring says what each field means)."""
 
@@ -63,6 +76,7 @@ class UtteranceEvent(TypedDict):
     probs: dict[str, float]
     latency_ms: dict[str, float]
     modalities: list[str]
+    face: FaceEvidence | None
 
 
 class SpeakerUpdateEvent(TypedDict):
@@ -94,8 +108,9 @@ Event = UtteranceEvent | SpeakerUpdateEvent | StatusEvent | WarningEvent
 
 def utterance_event(index: int, start: float, end: float, speaker: int, text: str, labels: Sequence[str],
                     probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = (),
-                    final: bool = True) -> UtteranceEvent:
-    """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``.
+                    final: bool = True, face: FaceEvidence | None = None) -> UtteranceEvent:
+    """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``; ``face``:
+    the face evidence (:func:`runtime.face.face_evidence`) or None.
 
     ``final``: False for a provisional label of the utterance so far (at a pause inside it)."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
@@ -113,6 +128,7 @@ def utterance_event(index: int, start: float, end: float, speaker: int, text: st
         "probs": {lab: round(float(v), 5) for lab, v in zip(labels, p)},
         "latency_ms": {k: round(float(v), 1) for k, v in latency_ms.items()},
         "modalities": list(modalities),
+        "face": face,
     }
 
 

@@ -20,9 +20,7 @@ modality is masked out of the graph for that utterance (:mod:`train.graph`).
 """
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,16 +29,12 @@ from typing import Sequence
 import numpy as np
 
 from runtime.config import SAMPLE_RATE
+from runtime.face import FrameFaces
 from train.common import InputError
 from train.features.base import MAX_CONTEXT_TURNS, FeatureExtractor, UtteranceInput
 from train.model_dir import ModelManifest
 
 log = logging.getLogger(__name__)
-
-# Per-frame visual results kept (oldest dropped first). An utterance asks only for frames still in
-# the recognizer's frame history (at most history_s * history_fps = 20 s * 5 fps = 100 frames by
-# default, runtime.config.VideoConfig); 512 covers a history five times that long.
-FRAME_CACHE_FRAMES = 512
 
 @dataclass
 class UtteranceData:
@@ -89,11 +83,10 @@ class FeatureBuilder:
                     f"model {manifest.name!r} was trained with ({wanted.name} {wanted.version}, {wanted.dim}-d)")
             self.extractors[modality] = ex
         log.info("features: %s", ", ".join(f"{m}={e.identity.name}" for m, e in self.extractors.items()))
-        # Per-frame visual results (largest face's features or None), computed while the person
-        # speaks (precompute_frame), so that at the end of an utterance only the frames not yet
-        # seen remain to be done. Bounded; the extractor is not thread-safe, hence the lock.
-        self._frame_cache: collections.OrderedDict[int, np.ndarray | None] = collections.OrderedDict()
-        self._visual_lock = threading.Lock()
+        # Per-frame visual results (the largest face or None), computed while the person speaks
+        # (precompute_frame), so that at the end of an utterance only the frames not yet seen
+        # remain to be done. Shared with the face evidence (runtime.face) when it is fer's.
+        self.frame_faces: FrameFaces | None = FrameFaces(self.extractors["visual"]) if self.frame_cache else None
 
     @staticmethod
     def _make(modality: str, name: str, backend) -> FeatureExtractor:
@@ -126,32 +119,16 @@ class FeatureBuilder:
         ex = self.extractors.get("visual")
         return ex is not None and hasattr(ex, "faces") and hasattr(ex, "select_frames")
 
-    def _frame_features(self, frame_id: int, image: np.ndarray) -> np.ndarray | None:
-        with self._visual_lock:
-            if frame_id in self._frame_cache:
-                return self._frame_cache[frame_id]
-            found = self.extractors["visual"].faces(image, largest_only=True, where=f"frame {frame_id}")
-            row = np.asarray(found[0].features, np.float32) if found else None
-            self._frame_cache[frame_id] = row
-            while len(self._frame_cache) > FRAME_CACHE_FRAMES:
-                self._frame_cache.popitem(last=False)
-            return row
-
     def precompute_frame(self, frame_id: int, image: np.ndarray) -> None:
         """Compute (and cache) one frame's visual result ahead of the utterance's end."""
-        if self.frame_cache:
-            self._frame_features(frame_id, image)
+        if self.frame_faces is not None:
+            self.frame_faces.face(frame_id, image)
 
     def _visual_row(self, utt: UtteranceData) -> np.ndarray | None:
         """Exactly ``FerExtractor.extract_frames``: the largest face's features averaged over the
         evenly spaced frames ``select_frames`` picks, None when none of them shows a face."""
-        frames = list(utt.frames)
-        if not frames:
-            return None
-        ex = self.extractors["visual"]
-        rows = [r for j in ex.select_frames(len(frames))
-                if (r := self._frame_features(int(utt.frame_ids[j]), frames[j])) is not None]
-        return np.mean(rows, axis=0).astype(np.float32) if rows else None
+        faces = self.frame_faces.of_utterance(list(utt.frames), list(utt.frame_ids))
+        return np.mean([f.features for f in faces], axis=0).astype(np.float32) if faces else None
 
     def build(self, utt: UtteranceData, history: Sequence[UtteranceData] = ()) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Feature rows of one utterance and the milliseconds each modality took.
@@ -176,7 +153,8 @@ class FeatureBuilder:
                 item = UtteranceInput(speaker=str(utt.speaker), frames=list(utt.frames) or None)
             row = np.asarray(ex.extract([item]), np.float32).reshape(-1)
             if row.shape[0] != ex.identity.dim:
-                raise RuntimeError(f"{ex.identity.name} returned {row.shape[0]} values, expected {ex.identity.dim}")
+                raise InputError(f"{modality} features are {row.shape[0]}-d but the model expects {ex.identity.dim}-d "
+                                 f"(the {ex.identity.name} extractor returned a row of another width)")
             rows[modality] = row
             ms[modality] = (time.perf_counter() - t0) * 1000
         return rows, ms

@@ -1,5 +1,8 @@
 """``--window``: the camera picture with the latest label, transcript and face boxes.
 
+The top bar shows the utterance's label, then (``| face: happy 0.93``) the top expression of the
+face evidence (:mod:`runtime.face`): the face model's own reading, not the label.
+
 The window is drawn by a display loop on the main thread (OpenCV's GUI must run there) from the
 newest frame (:class:`runtime.video.LatestFrame`, newest wins) and the newest event; it never
 waits for the model thread, so it keeps refreshing while an utterance is being processed. Face
@@ -62,6 +65,18 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([cur] if cur else [])
 
 
+def headline(event: dict) -> str:
+    """The top bar: ``"happy 0.81  speaker 1  | face: happy 0.93"`` (the face part only when the
+    event has face evidence: the face model's own reading, beside the label, not the label)."""
+    p = event["probs"][event["emotion"]]
+    head = f"{event['emotion']} {p:.2f}  speaker {event['speaker']}"
+    face = event.get("face")
+    if face:
+        top = max(face["probs"], key=face["probs"].get)
+        head += f"  | face: {top} {face['probs'][top]:.2f}"
+    return head
+
+
 class Overlay:
     """Draws frames with the latest event; :meth:`run` is the display loop."""
 
@@ -99,10 +114,9 @@ class Overlay:
                 cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), 2)
         width = canvas.shape[1]
         if event is not None:
-            p = event["probs"][event["emotion"]]
             final = event.get("final", True)
             # a provisional label (the utterance so far) is marked and drawn dimmer, until its final one
-            head = f"{event['emotion']} {p:.2f}  speaker {event['speaker']}" + ("" if final else "  (provisional...)")
+            head = headline(event) + ("" if final else "  (provisional...)")
             colour, weight = ((255, 255, 255), 2) if final else (PROVISIONAL_COLOUR, 1)
             cv2.rectangle(canvas, (0, 0), (width, 34), (0, 0, 0), -1)
             cv2.putText(canvas, head, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, colour, weight, cv2.LINE_AA)

@@ -65,6 +65,7 @@ from runtime.audio import AudioOverflowError, AudioQueue
 from runtime.config import SAMPLE_RATE, RuntimeConfig
 from runtime.conversation import Conversation
 from runtime.events import speaker_update_event, status_event, utterance_event, warning_event
+from runtime.face import UtteranceFaces
 from runtime.features import FeatureBuilder, UtteranceData
 from runtime.video import Frame, FrameHistory, LatestFrame
 from train.common import BackendUnavailableError, ExportMismatchError, InputError
@@ -295,6 +296,11 @@ class Recognizer:
         self.load_s = time.perf_counter() - t0
         self.on_event = on_event
         self.uses_video = "visual" in self.features.modalities
+        self.faces: UtteranceFaces | None = None  # face evidence ("face" in events), with video only
+        if video and self.cfg.video.face_evidence:
+            if getattr(self.features, "frame_faces", None) is None:
+                self._progress("loading the facial-expression model (fer) for face evidence")
+            self.faces = UtteranceFaces.for_features(self.features)
 
         self.audio_queue = AudioQueue(int(self.cfg.audio.queue_max_s * SAMPLE_RATE))
         self.history = FrameHistory(self.cfg.video.history_s, self.cfg.video.history_fps)
@@ -401,7 +407,7 @@ class Recognizer:
         if self.uses_video and not self.video:
             self._emit(warning_event("the model uses video but there is no video source: its visual modality is masked out",
                                      source="video"))
-        if self.uses_video and self.video and self.features.frame_cache:
+        if self.video and ((self.uses_video and self.features.frame_cache) or self.faces is not None):
             self._faces_thread = threading.Thread(target=self._faces_loop, name="recognizer-faces", daemon=True)
             self._faces_thread.start()  # it only fills a cache, and stops with the session (close() joins it)
         if self._callbacks is not None:
@@ -571,6 +577,8 @@ class Recognizer:
             for f in todo[-FACES_BATCH:]:  # behind? the newest frames matter most for what is being said
                 try:
                     self.features.precompute_frame(f.index, f.image)
+                    if self.faces is not None:
+                        self.faces.precompute(f.index, f.image)
                 except Exception:  # noqa: BLE001 - the model thread recomputes and reports it
                     log.debug("face precomputation failed", exc_info=True)
                 done = f.index
@@ -662,6 +670,11 @@ class Recognizer:
         t = time.perf_counter()
         probs = self.conversation.add(rows, speaker) if utt.final else self.conversation.peek(rows, speaker)
         lat["model"] = (time.perf_counter() - t) * 1000.0
+        face = None
+        if self.faces is not None:
+            t = time.perf_counter()
+            face = self.faces.evidence(p.frames, p.frame_ids)
+            lat["face"] = (time.perf_counter() - t) * 1000.0
         after = (time.monotonic() - p.ref_wall) * 1000.0
         lat["total"] = p.vad_ms + after
         index = self._index_for(utt.uid)
@@ -677,7 +690,7 @@ class Recognizer:
                     f"({self.cfg.vad.max_utterance_s:g} s) without a boundary pause: cut at its last pause",
                     source="segmentation", index=index))
         ev = utterance_event(index, utt.start_s, utt.end_s, speaker, tr.text, self.labels, probs, lat, present,
-                             final=utt.final)
+                             final=utt.final, face=face)
         if utt.final:
             self.stats.labelled += 1
         else:

@@ -228,7 +228,7 @@ def test_step_api_and_wrong_feature_dimension(trained):
     with pytest.raises(InputError, match="audio features are 99-d but the model expects 12-d"):
         be.step(bad, d.speakers[:4])
     d.features["text"] = np.zeros((len(d), 5), np.float32)
-    with pytest.raises(InputError, match="text features have shape"):
+    with pytest.raises(InputError, match="text features are 5-d but the model expects"):
         be.predict([d])
 
 

@@ -97,6 +97,10 @@ def test_demo_runs_without_torch(env):
     script = json.loads((live.DEMO_DIR / "script.json").read_text())
     check_session(events, script, model)
     assert events[0]["backend"] == "onnx"
+    # face evidence on every utterance, from the face model (the demo shows a smiling face)
+    for e in utterances(events):
+        assert e["face"]["frames"] > 0 and abs(sum(e["face"]["probs"].values()) - 1) < 1e-3
+        assert max(e["face"]["probs"], key=e["face"]["probs"].get) == "happy"
 
 
 @pytest.mark.skipif(not (REPO / "runtime" / "models" / "iemocap" / "manifest.json").is_file(),
@@ -145,6 +149,7 @@ def test_faceless_video_goes_on_audio_only(env, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     check_session(events, script, model)
     assert all(e["modalities"] == ["text"] for e in utterances(events))
+    assert all(e["face"] is None for e in utterances(events))
     warns = [e for e in events if e["type"] == "warning" and "no face" in e["message"]]
     assert warns and "visual modality masked out" in warns[0]["message"]
 

@@ -59,6 +59,9 @@ def check_features(dialogues: Sequence[Dialogue], manifest: ModelManifest, sourc
             if f is None:
                 have = ", ".join(sorted(d.features)) or "none"
                 raise InputError(f"the model needs {m} features, the data has {have}", path=source, dialogue=d.id)
+            if f.ndim == 2 and f.shape[0] == len(d) and f.shape[1] != dim:
+                raise InputError(f"{m} features are {f.shape[1]}-d but the model expects {dim}-d "
+                                 "(made by another extractor, or for another model?)", path=source, dialogue=d.id)
             if f.ndim != 2 or f.shape[0] != len(d) or f.shape[1] != dim:
                 raise InputError(f"{m} features have shape {tuple(f.shape)}; the model expects ({len(d)}, {dim})",
                                  path=source, dialogue=d.id)

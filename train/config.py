@@ -31,6 +31,10 @@ class DataConfig:
     extractors: dict[str, str] = field(default_factory=lambda: {"text": "minilm"})
     # Directory for cached extracted features (npz); relative to the current directory.
     cache_dir: str = "cache/features"
+    # Media manifest for extracted audio / visual features (train.extract.media: a CSV of
+    # dialogue_id, utterance_index, path, start, end); relative to the current directory.
+    # None: the file must carry those modalities (community feature pickles).
+    media: str | None = None
     # Modality -> cross-fitted training features of a fine-tuned encoder (the crossfit.npz that
     # python -m train.finetune writes with train.crossfit_folds): they replace that modality's
     # extracted features of the training dialogues (train.extract.crossfit). Empty: none.

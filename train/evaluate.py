@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None, *, backends: "BackendTable | None" =
     p.add_argument("--backend", default="torch", help=f"inference backend: {', '.join(backends)} (default torch)")
     p.add_argument("--device", help="torch backend device (default: cuda when available)")
     p.add_argument("--cache-dir", help="feature cache directory (default: the model config's data.cache_dir)")
+    p.add_argument("--media", help="media manifest for audio / visual features from recordings (CSV: dialogue_id, "
+                                   "utterance_index, path, start, end; default: the model config's data.media)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--confusion", metavar="PNG", help="also write a confusion-matrix PNG")
     p.add_argument("--predictions", metavar="FILE.jsonl", help="write one JSON line per utterance: dialogue, index, speaker, label, prediction, probs")
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None, *, backends: "BackendTable | None" =
         if out:
             check_output_path(out)  # before the (slow) scoring
     backend = load_backend(args.model, args.backend, backends=backends, **({"device": args.device} if args.device else {}))
-    result = evaluate_split(args.model, args.data, args.split, backend, args.cache_dir)
+    result = evaluate_split(args.model, args.data, args.split, backend, args.cache_dir, media=args.media)
     report = result.report
     if args.predictions:
         rows = result.prediction_rows()

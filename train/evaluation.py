@@ -21,10 +21,11 @@ if TYPE_CHECKING:
     from train.backends import Backend
 
 
-def attach_model_features(corpus, manifest, cache_dir: str):
+def attach_model_features(corpus, manifest, cache_dir: str, media: str | Path | None = None):
     """Give ``corpus`` every modality the model needs, with the extractor its manifest names.
 
-    Modalities the model trained on precomputed features must already be in the file.
+    Modalities the model trained on precomputed features must already be in the file; audio and
+    visual ones come from the recordings ``media`` (a manifest, :mod:`train.extract.media`) names.
     """
     need = {}
     for m, ident in manifest.extractors.items():
@@ -42,7 +43,7 @@ def attach_model_features(corpus, manifest, cache_dir: str):
         if have != want:
             raise InputError(f"the model's {m} features come from {want.name} {want.version} ({want.dim}-d), "
                              f"but this installation's {name} is {have.version} ({have.dim}-d)")
-    return attach_features(corpus, need, cache_dir)
+    return attach_features(corpus, need, cache_dir, media=media)
 
 
 @dataclass
@@ -91,8 +92,11 @@ def write_predictions(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 
 def evaluate_split(model: str, data: str, split: str, backend: "str | Backend" = "torch", cache_dir: str | None = None,
-                   device: str | None = None) -> Evaluation:
+                   device: str | None = None, media: str | None = None) -> Evaluation:
     """Score ``model`` on ``split`` of ``data``: the report and the per-utterance probabilities.
+
+    ``cache_dir``, ``media``: the feature cache and the media manifest (audio / visual from
+    recordings); None: the model config's ``data.cache_dir`` / ``data.media``.
 
     ``backend``: a loaded backend of ``model`` (any :class:`train.backends.Backend`, e.g. from
     :func:`export.backends.load_backend`), or the name of one of train's own (``torch``).
@@ -111,14 +115,16 @@ def evaluate_split(model: str, data: str, split: str, backend: "str | Backend" =
     if corpus.labels != manifest.labels:
         raise InputError(f"the data's labels {corpus.labels} differ from the model's {manifest.labels} "
                          f"(a {corpus.dataset} file for a {manifest.dataset} model?)", path=data)
-    if cache_dir is None:
+    if cache_dir is None or media is None:
         from train.model_dir import read_config
 
-        cache_dir = read_config(model).data.cache_dir
+        data_cfg = read_config(model).data
+        cache_dir = data_cfg.cache_dir if cache_dir is None else cache_dir
+        media = data_cfg.media if media is None else media
     # Only the scored split gets features (extraction is the slow part), cached apart from the
     # training cache of the same file, which holds exactly the whole corpus.
     corpus = attach_model_features(dataclasses.replace(corpus, dialogues=dialogues), manifest,
-                                   str(Path(cache_dir) / f"eval-{split}"))
+                                   str(Path(cache_dir) / f"eval-{split}"), media=media)
     dialogues = corpus.split(split)
     check_features(dialogues, manifest, source=data)
     probs = be.predict(dialogues)

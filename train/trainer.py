@@ -169,7 +169,7 @@ def prepare_data(cfg: Config, data_path: str | None = None, corpus: Corpus | Non
         from train.extract import attach_features
 
         log.info("attaching features %s (cache %s)", extractors, cfg.data.cache_dir)
-        corpus = attach_features(corpus, extractors, cfg.data.cache_dir)
+        corpus = attach_features(corpus, extractors, cfg.data.cache_dir, media=cfg.data.media)
     for m, path in cfg.data.crossfit.items():
         if m not in extractors:
             raise InputError(f"data.crossfit names {m!r}, but no extractor of a modality in use makes it", path=source)

@@ -1,5 +1,8 @@
 """``python -m train.extract {text,audio,visual} --data PATH --out FILE``: per-utterance features.
 
+``--cache-dir DIR`` instead of ``--out`` writes the file training looks for in its feature cache
+(``data.cache_dir``), so ``python -m train`` with the same corpus reuses it.
+
 Writes FILE (npz, see :mod:`train.features.cache`): one (n, dim) float32 array per dialogue id,
 the extractor identity and per-utterance content hashes. An existing FILE made by the same
 extractor is reused row by row: only new or changed utterances are computed.
@@ -9,10 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 from typing import Sequence
 
 from train.common import InputError, run_cli
-from train.extract import DEFAULT_EXTRACTORS, extract_corpus
+from train.extract import DEFAULT_EXTRACTORS, cache_path, extract_corpus
 from train.features.registry import get_extractor, known
 
 log = logging.getLogger("train.extract")
@@ -24,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     for modality, name in DEFAULT_EXTRACTORS.items():
         s = sub.add_parser(modality, help=f"{modality} features (default extractor: {name})")
         s.add_argument("--data", required=True, help="corpus file (any layout train.data reads)")
-        s.add_argument("--out", required=True, help="feature file to write (npz); reused when it exists")
+        where = s.add_mutually_exclusive_group(required=True)
+        where.add_argument("--out", help="feature file to write (npz); reused when it exists")
+        where.add_argument("--cache-dir", help="write into this feature cache instead, under the name training looks "
+                                              "up (a config's data.cache_dir), so python -m train reuses it")
         s.add_argument("--dataset", choices=("iemocap", "meld"), help="dataset, when the file name does not tell")
         s.add_argument("--extractor", default=name, help=f"registry name (default {name}; known: {', '.join(known())})")
         s.add_argument("--backend", help="extractor backend, e.g. torch or onnx (default: the extractor's default)")
@@ -59,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extractor.identity.modality != args.modality:
         raise InputError(f"extractor {args.extractor!r} makes {extractor.identity.modality} features; use the {extractor.identity.modality} subcommand")
     t0 = time.perf_counter()
-    feats, stats = extract_corpus(corpus, extractor, args.out, media=args.media, progress=not args.no_progress)
+    out = args.out or cache_path(args.cache_dir, corpus, extractor.identity)
+    if args.cache_dir:
+        Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+    feats, stats = extract_corpus(corpus, extractor, out, media=args.media, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     print(
         f"wrote {stats.path}: {len(feats)} dialogues, {stats.total} utterances x {stats.identity.dim} "

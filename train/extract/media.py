@@ -160,7 +160,7 @@ def _decode_audio(path: str, sample_rate: int) -> np.ndarray:
                 chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
     except av.error.FFmpegError as e:
-        raise InputError(f"cannot decode audio: {e}", path=path) from None
+        raise InputError(f"cannot decode audio: {getattr(e, 'strerror', None) or e}", path=path) from None
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
@@ -173,7 +173,9 @@ def load_audio(span: MediaSpan, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def load_frames(span: MediaSpan, fps: float = VIDEO_FPS, max_frames: int = MAX_FRAMES) -> list[np.ndarray]:
-    """(H, W, 3) uint8 BGR frames sampled at ``fps`` over the span (empty list: no frames there)."""
+    """(H, W, 3) uint8 BGR frames sampled at ``fps`` over the span (empty list: no frame in the span).
+
+    InputError naming the clip when OpenCV cannot open it (no video track, a damaged file)."""
     try:
         import cv2
     except ImportError:
