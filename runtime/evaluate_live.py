@@ -57,7 +57,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.common import InputError, run_cli
+from train.common import InputError, run_cli, write_text_atomic
 
 log = logging.getLogger("runtime.evaluate_live")
 
@@ -439,9 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "gap_range": [lo, hi], "seed": args.seed, "overrides": list(args.set),
                         "speakers": args.speakers}
     if args.out:
-        tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
-        tmp.write_text(json.dumps({**summary, "finals": all_events}, indent=1))
-        os.replace(tmp, args.out)
+        write_text_atomic(args.out, json.dumps({**summary, "finals": all_events}, indent=1))
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
