@@ -2,10 +2,16 @@
 
 ``python -m runtime.bench [--model NAME_OR_DIR] [--backend B] [--repeats N] [--lengths 10 100 1000]``
 
-1. End of speech -> event latency per stage (p50 / p95 over every utterance): a generated
+0. Segmentation side by side, in one run: the utterance segmentation (the default: a provisional
+   label at each pause, a final one at the boundary pause or a change of speaker) and the old one
+   (``segmentation.mode: pause``: every VAD pause ends an utterance, one label each), on a
+   generated two-voice conversation whose turns have a pause inside them, replayed in real time:
+   end of speech -> provisional label, end of speech -> final label, utterance closed -> final
+   label (p50 / p95), and events per spoken utterance.
+1. End of speech -> event latency per stage (p50 / p95 over every final event): a generated
    two-voice conversation (espeak-ng, 8 utterances of 2.2-3.2 s) replayed through the whole
    pipeline at the pace it was spoken (audio and video threads as with a microphone and a camera);
-   the VAD share is the silence it waits for before closing an utterance.
+   the VAD share is the silence it waits for before closing an utterance (the boundary pause).
 2. Real-time factor (wall time / audio duration, files processed as fast as possible) of the
    whole pipeline: audio only;
    with a 640x480 30 fps video decoded alongside (the model does not use it); and with a model
@@ -33,7 +39,45 @@ import numpy as np
 from runtime.config import DEMO_FACE, SAMPLE_RATE
 from train.common import run_cli
 
-STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total")
+STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total", "after_close")
+
+# Turns with a pause inside (a sentence break, ~350-420 ms at the VAD): the old segmentation
+# splits them, the utterance segmentation keeps each whole.
+TURNS: list[tuple[str, str]] = [
+    ("A", "I finally got the job offer this morning. I still cannot believe it."),
+    ("B", "That is wonderful news. I am so happy for you."),
+    ("A", "Thank you. I was really nervous about the interview."),
+    ("B", "Why did you not tell me about it before?"),
+    ("A", "I did not want you to worry. You worry too much."),
+    ("B", "Well, next time please tell me the truth."),
+]
+
+
+def segmentation_side_by_side(args, stages, tmp: Path) -> None:
+    """Section 0 of the module docstring."""
+    from runtime.config import RuntimeConfig
+    from runtime.tools.make_speech import make_conversation
+
+    make_conversation(tmp / "turns", TURNS)
+    wav = tmp / "turns" / "speech.wav"
+    runs = max(1, args.realtime_runs)
+    print(f"\nsegmentation side by side: {len(TURNS)} two-sentence turns, 1 s apart, {runs} real-time replay(s) each")
+    for mode, name in (("utterance", "utterance segmentation (default)"), ("pause", "old: every pause ends an utterance")):
+        cfg = RuntimeConfig()
+        cfg.segmentation.mode = mode
+        prov, fin = [], []
+        for _ in range(runs):
+            events, _, _ = run_session(args.model, args.backend, wav, None, stages, realtime=True, cfg=cfg)
+            prov += [e for e in events if e["type"] == "utterance" and not e["final"]]
+            fin += [e for e in events if e["type"] == "utterance" and e["final"]]
+        print(f"  [{name}] {len(fin) / runs:.1f} final and {len(prov) / runs:.1f} provisional events per run "
+              f"for {len(TURNS)} turns")
+        if prov:
+            print(f"    end of speech -> provisional  {pct([e['latency_ms']['total'] for e in prov])}  "
+                  f"(asr {pct([e['latency_ms']['asr'] for e in prov])})")
+        print(f"    end of speech -> final        {pct([e['latency_ms']['total'] for e in fin])}")
+        print(f"    utterance closed -> final     {pct([e['latency_ms']['after_close'] for e in fin])}  "
+              f"(asr {pct([e['latency_ms']['asr'] for e in fin])})")
 
 
 def pct(xs: Sequence[float]) -> str:
@@ -41,7 +85,8 @@ def pct(xs: Sequence[float]) -> str:
     return f"p50 {np.percentile(a, 50):6.1f}  p95 {np.percentile(a, 95):6.1f}"
 
 
-def run_session(model, backend, audio_path: Path, video_path: Path | None, stages=None, realtime: bool = False):
+def run_session(model, backend, audio_path: Path, video_path: Path | None, stages=None, realtime: bool = False,
+                cfg=None):
     """One session (``realtime``: replayed at the pace it was spoken, as from a microphone and a
     camera; else as fast as possible); returns (events, wall seconds, audio seconds)."""
     from runtime.audio import FileAudioSource
@@ -51,7 +96,7 @@ def run_session(model, backend, audio_path: Path, video_path: Path | None, stage
     from runtime.speakers import SpeakerTracker
     from runtime.video import VideoSource
 
-    cfg = RuntimeConfig()
+    cfg = cfg or RuntimeConfig()
     asr, encoder = stages
     rec = Recognizer(model, backend, cfg, realtime=realtime, video=video_path is not None, transcriber=asr,
                      speakers=SpeakerTracker(cfg.speakers, encoder=encoder))
@@ -127,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             canvas[80:400, 160:480] = cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
         video = write_video(tmp / "talk.mp4", audio, len(audio) / SAMPLE_RATE, fps=30, size=(640, 480), frame=lambda i: canvas)
 
+        segmentation_side_by_side(args, stages, tmp)
+
         configs = [("audio only", args.model, None), ("+ video 640x480@30 (not used by the model)", args.model, video)]
         if not args.no_visual and "visual" not in backend.manifest.modalities:
             try:
@@ -142,10 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 events, wall, dur = run_session(model, backend_name, wav, vid, stages)
                 rtfs.append(wall / dur)
                 if args.realtime_runs == 0:
-                    rows += [e for e in events if e["type"] == "utterance"]
+                    rows += [e for e in events if e["type"] == "utterance" and e["final"]]
             for _ in range(args.realtime_runs):
                 events, _, _ = run_session(model, backend_name, wav, vid, stages, realtime=True)
-                rows += [e for e in events if e["type"] == "utterance"]
+                rows += [e for e in events if e["type"] == "utterance" and e["final"]]
             print(f"\n[{name}] real-time factor {np.mean(rtfs):.3f} (min {min(rtfs):.3f}; as fast as possible, "
                   f"{args.repeats} runs), {len(rows) // max(1, args.realtime_runs or args.repeats)} utterances/run")
             how = f"{args.realtime_runs} real-time replay(s)" if args.realtime_runs else "the fast runs"

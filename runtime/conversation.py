@@ -68,6 +68,24 @@ class Conversation:
         ``features[m]``: (d_m,) float32 for every modality of the model; a row of NaN (or a
         missing key) means the modality is absent for this utterance and is masked out.
         """
+        self.turns.append(self._row(features), speaker)
+        probs = self._classify(self.turns)
+        self.count += 1
+        return probs
+
+    def peek(self, features: Mapping[str, np.ndarray], speaker: int) -> np.ndarray:
+        """(C,) probabilities the utterance would get if it were added now, without adding it
+        (a provisional label: the window and the count stay as they are)."""
+        probe = self.turns.copy()
+        probe.append(self._row(features), speaker)
+        return self._classify(probe)
+
+    def relabel(self, mapping: Mapping[int, int]) -> None:
+        """Speakers found to be one voice (``{old id: new id}``): the window's utterances are
+        re-labelled, so the next graphs see the corrected same/other-speaker relations."""
+        self.turns.relabel(mapping)
+
+    def _row(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         row = {}
         for m in self.modalities:
             v = features.get(m)
@@ -77,10 +95,7 @@ class Conversation:
             if v.shape[0] != self.dims[m]:
                 raise InputError(f"{m} features are {v.shape[0]}-d but the model expects {self.dims[m]}-d")
             row[m] = v
-        self.turns.append(row, speaker)
-        probs = self._classify(self.turns)
-        self.count += 1
-        return probs
+        return row
 
     def warm_up(self, calls: int = 12) -> None:
         """Run the backend on dummy windows of every size so the first real utterances do not pay

@@ -2,24 +2,37 @@
 
 Event kinds (one JSON object per line, flushed line by line so a reader sees each at once):
 
-* ``{"type": "utterance", "index", "start", "end", "speaker", "text", "emotion", "probs",
-  "latency_ms": {stage: ms}}`` -- one per labelled utterance. ``start``/``end``: seconds on the
+* ``{"type": "utterance", "final", "index", "start", "end", "speaker", "text", "emotion", "probs",
+  "latency_ms": {stage: ms}, "modalities"}`` -- a label of one utterance. ``final: false``: a
+  provisional label of the utterance so far, sent at each pause inside it (the VAD's end of
+  speech); ``final: true``: the utterance is over (a boundary pause, a change of speaker, the
+  length limit or the end of the audio), with its whole transcript, its speaker and its label.
+  Provisional and final events of one utterance share its ``index``; each utterance has exactly
+  one final event (none when its audio holds no words), and only final utterances join the
+  conversation history the graph sees. To keep final labels only, keep the events with
+  ``"final": true`` (``jq -c 'select(.final == true)'``). ``start``/``end``: seconds on the
   session's audio clock; ``speaker``: integer id in order of first appearance; ``probs``: label
   -> probability; ``modalities``: which modalities the model saw for it; ``face``: the
   facial-expression model's own output for the utterance, ``{"probs": {expression: p},
   "frames": n}`` (fer's 7 class probabilities averaged over the utterance's frames that had a
   face, and how many did; :mod:`runtime.face`), ``null`` without video or without a face. It is
   evidence shown beside the label, not the label: ``emotion`` comes from the emotion model.
+* ``{"type": "speaker_update", "merged": [id], "into": id, "indices": [...]}`` -- two speaker
+  ids turned out to be one voice: the final utterances listed (which carried the merged id) now
+  carry ``into``, and the merged id is never used again. The graph's window is re-labelled too.
 * ``{"type": "status", "state": "started"|"stopped", ...}`` -- session start (model, backend,
   sources) and end (counts, why it ended).
 * ``{"type": "warning", "message", ...}`` -- something stopped working or was skipped (no face,
-  camera gone, an utterance with no words), and the session went on.
+  camera gone, an utterance with no words, no speech at all, an utterance cut at the length
+  limit), and the session went on.
 
 Latency stages (``latency_ms``; see :mod:`runtime.recognizer`): ``vad`` (end of speech -> the
 segmenter closes the utterance: the silence it waits for), ``queue`` (waiting for the model
 thread), ``asr``, ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
 ``model`` (graph + classifier), ``face`` (the face evidence: the frames the face thread had not
-reached yet; with video only) and ``total`` (end of speech -> event, as it would be live).
+reached yet; with video only) and ``total`` (end of speech -> event, as it would be live). Final
+events add ``after_close``: from the moment the utterance closed to the event (``vad`` is then
+the wait for the close: the boundary pause, or until the change of voice was sure).
 """
 from __future__ import annotations
 
@@ -53,6 +66,7 @@ class UtteranceEvent(TypedDict):
     """One labelled utterance (the module docstring says what each field means)."""
 
     type: Literal["utterance"]
+    final: bool
     index: int
     start: float
     end: float
@@ -63,6 +77,15 @@ class UtteranceEvent(TypedDict):
     latency_ms: dict[str, float]
     modalities: list[str]
     face: FaceEvidence | None
+
+
+class SpeakerUpdateEvent(TypedDict):
+    """Speaker ids found to be one voice: ``merged`` ids now read ``into`` in the final ``indices``."""
+
+    type: Literal["speaker_update"]
+    merged: list[int]
+    into: int
+    indices: list[int]
 
 
 class StatusEvent(TypedDict, total=False):
@@ -80,19 +103,22 @@ class WarningEvent(TypedDict, total=False):
     message: str
 
 
-Event = UtteranceEvent | StatusEvent | WarningEvent
+Event = UtteranceEvent | SpeakerUpdateEvent | StatusEvent | WarningEvent
 
 
 def utterance_event(index: int, start: float, end: float, speaker: int, text: str, labels: Sequence[str],
                     probs: np.ndarray, latency_ms: Mapping[str, float], modalities: Sequence[str] = (),
-                    face: FaceEvidence | None = None) -> UtteranceEvent:
+                    final: bool = True, face: FaceEvidence | None = None) -> UtteranceEvent:
     """The event of one labelled utterance; ``probs``: (C,) in the order of ``labels``; ``face``:
-    the face evidence (:func:`runtime.face.face_evidence`) or None."""
+    the face evidence (:func:`runtime.face.face_evidence`) or None.
+
+    ``final``: False for a provisional label of the utterance so far (at a pause inside it)."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape[0] != len(labels):
         raise ValueError(f"{p.shape[0]} probabilities for {len(labels)} labels")
     return {
         "type": "utterance",
+        "final": bool(final),
         "index": int(index),
         "start": round(float(start), 3),
         "end": round(float(end), 3),
@@ -104,6 +130,12 @@ def utterance_event(index: int, start: float, end: float, speaker: int, text: st
         "modalities": list(modalities),
         "face": face,
     }
+
+
+def speaker_update_event(merged: int, into: int, indices: Sequence[int]) -> SpeakerUpdateEvent:
+    """Speaker ``merged`` turned out to be speaker ``into``: the final utterances ``indices``
+    (which carried ``merged``) now carry ``into``; ``merged`` is never used again."""
+    return {"type": "speaker_update", "merged": [int(merged)], "into": int(into), "indices": [int(i) for i in indices]}
 
 
 def status_event(state: str, **fields: Any) -> StatusEvent:
@@ -191,7 +223,8 @@ def format_status(event: Mapping[str, Any]) -> str:
     text = event["text"]
     if len(text) > 40:
         text = text[:37] + "..."
-    return (f"#{event['index']:<3d} spk {event['speaker']}  {event['emotion']:>8s} {p:4.2f}  "
+    mark = " " if event.get("final", True) else "~"  # ~ = provisional
+    return (f"#{event['index']:<3d}{mark}spk {event['speaker']}  {event['emotion']:>8s} {p:4.2f}  "
             f"\"{text}\"  [ms: {stages}]")
 
 

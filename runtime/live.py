@@ -156,13 +156,15 @@ def record_fps(video) -> float:
 
 class Tally:
     """Running figures for the end-of-session summary; bounded however long the session runs
-    (latency percentiles over the newest LATENCY_SAMPLES utterances)."""
+    (latency percentiles over the newest LATENCY_SAMPLES final utterances). Speakers merged by a
+    ``speaker_update`` event are no longer counted."""
 
     LATENCY_SAMPLES = 10000
     LATENCY_KEYS = ("asr", "features", "model", "total")
 
     def __init__(self):
-        self.utterances = 0
+        self.utterances = 0  # final events
+        self.provisional = 0
         self.warnings = 0
         self.speakers: set = set()
         self.latency = {k: collections.deque(maxlen=self.LATENCY_SAMPLES) for k in self.LATENCY_KEYS}
@@ -170,6 +172,10 @@ class Tally:
     def add(self, event: dict) -> None:
         if event.get("type") == "warning":
             self.warnings += 1
+        elif event.get("type") == "speaker_update":
+            self.speakers -= set(event["merged"])
+        elif event.get("type") == "utterance" and not event["final"]:
+            self.provisional += 1
         elif event.get("type") == "utterance":
             self.utterances += 1
             self.speakers.add(event.get("speaker"))
@@ -182,8 +188,8 @@ class Tally:
             return f"no utterances labelled ({self.warnings} warnings)"
         lat_s = ", ".join(f"{k} p50 {np.percentile(v, 50):.0f} / p95 {np.percentile(v, 95):.0f} ms"
                           for k, v in self.latency.items() if v)
-        return (f"{self.utterances} utterances labelled, {len(self.speakers)} speakers, {self.warnings} warnings; "
-                f"{lat_s}")
+        return (f"{self.utterances} utterances labelled ({self.provisional} provisional labels before them), "
+                f"{len(self.speakers)} speakers, {self.warnings} warnings; {lat_s}")
 
 
 def summary(events: Iterable[dict]) -> str:

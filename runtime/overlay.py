@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 WINDOW_TITLE = "ariigcn live"
 FACE_EVERY_S = 0.2  # face boxes refresh rate
 DETECT_WIDTH = 320  # frames are shrunk to this width for face detection
+PROVISIONAL_COLOUR = (150, 200, 255)  # BGR: a provisional label's head line
 
 
 def opencv_has_gui() -> bool:
@@ -102,7 +103,10 @@ class Overlay:
         return self.boxes
 
     def draw(self, image: np.ndarray | None, event: dict | None, status: str = "") -> np.ndarray:
-        """The frame (or a black canvas) with face boxes, the label and the transcript."""
+        """The frame (or a black canvas) with face boxes, the label and the transcript.
+
+        A provisional event (``"final": false``) is drawn as such: dimmer, marked "(provisional...)";
+        the final event of the same utterance replaces it."""
         cv2 = self.cv2
         canvas = np.zeros((360, 640, 3), np.uint8) if image is None else image.copy()
         if image is not None:
@@ -110,9 +114,12 @@ class Overlay:
                 cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), 2)
         width = canvas.shape[1]
         if event is not None:
-            head = headline(event)
+            final = event.get("final", True)
+            # a provisional label (the utterance so far) is marked and drawn dimmer, until its final one
+            head = headline(event) + ("" if final else "  (provisional...)")
+            colour, weight = ((255, 255, 255), 2) if final else (PROVISIONAL_COLOUR, 1)
             cv2.rectangle(canvas, (0, 0), (width, 34), (0, 0, 0), -1)
-            cv2.putText(canvas, head, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(canvas, head, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, colour, weight, cv2.LINE_AA)
             lines = _wrap(event["text"], max(20, width // 11))[-3:]
             y0 = canvas.shape[0] - 10 - 22 * (len(lines) - 1)
             for i, line in enumerate(lines):

@@ -21,7 +21,8 @@ Threads and queues (nothing a capture thread calls ever waits for the model or f
 
     capture --push_audio--> AudioQueue (never drops; bounded by duration, fails loudly)
             --push_frame--> FrameHistory (bounded ring) + LatestFrame (newest wins)
-    segmenter thread: VAD -> closed utterances (+ their frames) --> utterance queue (bounded)
+    segmenter thread: VAD -> utterance assembly (runtime.segmentation: boundary pauses, speaker
+                      changes) -> provisional / final views (+ their frames) --> utterance queue
     model thread: ASR -> speaker -> features -> incremental graph + model --> event queue
     event queue (bounded: drops the oldest, counts it) --> events() / poll() (the caller's thread)
                                                       +-> callback thread --> on_event(event)
@@ -31,10 +32,21 @@ order; a slow callback delays only later callbacks (its queue drops the oldest t
 pipeline. Events nobody reads are dropped oldest first beyond ``max_events``; the count is logged
 once and reported in the ``stopped`` event (``events_dropped``).
 
+Each utterance gets a provisional event (``"final": false``) at every pause inside it and one final
+event (``"final": true``) when it closes, both with its ``index`` (:mod:`runtime.events`). A
+provisional view still waiting when a newer view of the same utterance has arrived is skipped (it
+is out of date). Only finals join the conversation: the speaker is assigned (and clusters merged,
+with a ``speaker_update`` event and the graph's window re-labelled), the text joins the history and
+the graph's window grows. A provisional label is the model's output for the utterance as it would
+be if it ended there, with its likeliest speaker; nothing of it is kept. The final transcript is
+the whole utterance's audio transcribed in one piece; when that audio is exactly what the last
+provisional view transcribed (no speech since), that transcript is the final one.
+
 Latency (``latency_ms`` of each event, see :mod:`runtime.events`): the reference point is the
 moment the audio that closed the utterance arrived (live sources), or the moment the segmenter
 closed it (``realtime=False``: files replayed as fast as possible, where arrival says nothing).
-``total`` = ``vad`` (the silence the segmenter waited for) + everything after the reference.
+``total`` = ``vad`` (the silence the segmenter waited for) + everything after the reference;
+final events also carry ``after_close`` (the reference -> the event).
 """
 from __future__ import annotations
 
@@ -52,7 +64,7 @@ import numpy as np
 from runtime.audio import AudioOverflowError, AudioQueue
 from runtime.config import SAMPLE_RATE, RuntimeConfig
 from runtime.conversation import Conversation
-from runtime.events import status_event, utterance_event, warning_event
+from runtime.events import speaker_update_event, status_event, utterance_event, warning_event
 from runtime.face import UtteranceFaces
 from runtime.features import FeatureBuilder, UtteranceData
 from runtime.video import Frame, FrameHistory, LatestFrame
@@ -196,9 +208,10 @@ def select_backend(model: str | Path, name: str | None = None):
 
 @dataclass
 class _Pending:
-    """A closed utterance on its way from the segmenter thread to the model thread."""
+    """A view of an utterance on its way from the segmenter thread to the model thread."""
 
-    utt: Any  # runtime.vad.Utterance
+    utt: Any  # runtime.segmentation.Span
+    seq: int  # views handed over so far (a provisional older than its utterance's newest is skipped)
     frames: list[np.ndarray]
     frame_ids: list[int]
     ref_wall: float  # latency reference point (see the module docstring)
@@ -207,9 +220,12 @@ class _Pending:
 
 @dataclass
 class RecognizerStats:
-    segments: int = 0  # utterances the VAD closed
-    labelled: int = 0  # events emitted
+    segments: int = 0  # utterances closed (final views)
+    labelled: int = 0  # final events emitted
+    provisional: int = 0  # provisional events emitted
+    skipped: int = 0  # provisional views skipped as out of date
     no_words: int = 0  # closed utterances the ASR found no words in
+    speaker_updates: int = 0  # speaker merges announced
     faceless: int = 0  # utterances whose visual row was empty (model uses video)
     frames_pushed: int = 0
     warnings: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=MAX_WARNINGS_KEPT))
@@ -244,8 +260,9 @@ class Recognizer:
                  on_event: Callable[[dict], None] | None = None, max_events: int = MAX_EVENTS,
                  progress: Callable[[str], None] | None = None):
         from runtime.asr import Transcriber
+        from runtime.segmentation import UtteranceAssembler
+        from runtime.speaker_change import SpeakerChangeDetector
         from runtime.speakers import SpeakerTracker
-        from runtime.vad import UtteranceSegmenter
 
         self.cfg = config or RuntimeConfig()
         self.realtime = realtime
@@ -270,7 +287,12 @@ class Recognizer:
         if speakers is None:
             self._progress("loading speaker recognition (voice encoder)")
         self.speakers = speakers or SpeakerTracker(self.cfg.speakers)
-        self.segmenter = segmenter or UtteranceSegmenter(self.cfg.vad)
+        if segmenter is None:
+            detector = None
+            if self.cfg.segmentation.mode == "utterance":
+                detector = SpeakerChangeDetector(self.speakers.encoder, self.cfg.segmentation, voices=self.speakers)
+            segmenter = UtteranceAssembler(self.cfg.vad, self.cfg.segmentation, detector=detector)
+        self.segmenter = segmenter
         self.load_s = time.perf_counter() - t0
         self.on_event = on_event
         self.uses_video = "visual" in self.features.modalities
@@ -301,7 +323,13 @@ class Recognizer:
         self._abort = threading.Event()
         self._frame_index = 0
         self._video_lost = False
-        self._done = 0  # closed utterances fully processed (labelled or skipped)
+        self._handed = 0  # views handed to the model thread
+        self._done = 0  # ...and fully processed (labelled or skipped)
+        self._newest: dict[int, int] = {}  # utterance uid -> seq of its newest view handed over
+        self._index_of: dict[int, int] = {}  # utterance uid -> event index (given at its first event)
+        self._next_index = 0
+        self._final_speakers: dict[int, int] = {}  # event index -> speaker of its final event
+        self._asr_last: tuple[tuple[int, int], Any] | None = None  # (audio span, transcript) last transcribed
         self.stats = RecognizerStats()
 
     # -- input (any thread; never blocks) ------------------------------------------------------
@@ -351,8 +379,8 @@ class Recognizer:
 
     @property
     def busy(self) -> bool:
-        """Utterances closed but not yet turned into events."""
-        return self.stats.segments > self._done
+        """Views of utterances handed over but not yet turned into events."""
+        return self._handed > self._done
 
     @property
     def backlog_s(self) -> float:
@@ -498,17 +526,19 @@ class Recognizer:
                     continue
                 if self.realtime:
                     self._prune_arrivals(self.vad_position)
-                closed = seg.push(chunk)
+                views = seg.push(chunk)
                 self.vad_position += len(chunk)
-                for utt in closed:
-                    self._hand_over(utt)
+                for view in views:
+                    self._hand_over(view)
         except AudioOverflowError as e:
             self._emit(warning_event(str(e), source="audio"))
             raise
         finally:
             if self._abort.is_set():
                 self.stats.dropped_audio_s = (self.samples_pushed - self.vad_position) / SAMPLE_RATE
-                self.stats.dropped_utterances += len(seg.flush())
+                closed = sum(1 for view in seg.flush() if view.final)  # closed by the abort, never labelled
+                self.stats.segments += closed
+                self.stats.dropped_utterances += closed
             else:
                 for utt in seg.flush():
                     self._hand_over(utt)
@@ -528,8 +558,11 @@ class Recognizer:
         ref = self._arrival_wall(utt.decided_at) if self.realtime else now
         seen = self.history.between(utt.start_s, utt.end_s) if self.video else []
         vad_ms = (utt.decided_at - utt.end) * 1000.0 / SAMPLE_RATE
-        self.stats.segments += 1
-        self._put_utterance(_Pending(utt, [f.image for f in seen], [f.index for f in seen], ref, vad_ms))
+        if utt.final:
+            self.stats.segments += 1
+        self._handed += 1
+        self._newest[utt.uid] = self._handed
+        self._put_utterance(_Pending(utt, self._handed, [f.image for f in seen], [f.index for f in seen], ref, vad_ms))
 
     def _faces_loop(self) -> None:
         """Visual features of frames as they arrive (while the person is still speaking), so the
@@ -557,7 +590,7 @@ class Recognizer:
                 break
             try:
                 if self._abort.is_set():
-                    self.stats.dropped_utterances += 1
+                    self.stats.dropped_utterances += int(item.utt.final)  # a provisional view is no utterance
                 else:
                     self._process(item)
             finally:
@@ -569,7 +602,11 @@ class Recognizer:
             return
         self._closed.set()
         s = self.stats
-        self._emit(status_event("stopped", utterances=s.labelled, segments=s.segments, no_words=s.no_words,
+        if s.segments == 0 and self._error is None:
+            self._emit(warning_event(f"no speech found in {self.vad_position / SAMPLE_RATE:.1f} s of audio",
+                                     source="vad"))
+        self._emit(status_event("stopped", utterances=s.labelled, provisional=s.provisional, segments=s.segments,
+                                no_words=s.no_words, speaker_updates=s.speaker_updates,
                                 reason=self.audio_queue.reason or "stopped",
                                 dropped_utterances=s.dropped_utterances, dropped_audio_s=round(s.dropped_audio_s, 2),
                                 events_dropped=self._events_dropped(including_one_more=True),
@@ -578,46 +615,111 @@ class Recognizer:
         if self._callbacks is not None:
             self._callbacks.close()
 
-    def _process(self, p: _Pending) -> None:
-        utt = p.utt
-        lat: dict[str, float] = {"vad": p.vad_ms, "queue": (time.monotonic() - p.ref_wall) * 1000.0}
+    def _transcribe(self, utt, lat: dict[str, float]):
+        """The transcript of a view's whole audio; the last one again when the audio is the same."""
+        key = (utt.audio_start, len(utt.audio))
+        if self._asr_last is not None and self._asr_last[0] == key:
+            lat["asr"] = 0.0
+            return self._asr_last[1]
         t = time.perf_counter()
         tr = self.transcriber.transcribe(utt.audio)
         lat["asr"] = (time.perf_counter() - t) * 1000.0
+        self._asr_last = (key, tr)
+        return tr
+
+    def _index_for(self, uid: int) -> int:
+        if uid not in self._index_of:
+            self._index_of[uid] = self._next_index
+            self._next_index += 1
+        return self._index_of[uid]
+
+    def _process(self, p: _Pending) -> None:
+        utt = p.utt
+        if not utt.final and self._newest.get(utt.uid, p.seq) != p.seq:
+            self.stats.skipped += 1  # a newer view of this utterance is already on its way
+            return
+        lat: dict[str, float] = {"vad": p.vad_ms, "queue": (time.monotonic() - p.ref_wall) * 1000.0}
+        tr = self._transcribe(utt, lat)
         if tr is None:
-            self.stats.no_words += 1
-            self._emit(warning_event(f"no words in the speech at {utt.start_s:.2f}-{utt.end_s:.2f} s: not labelled",
-                                     source="asr", start=round(utt.start_s, 3), end=round(utt.end_s, 3)))
+            if utt.final:
+                self._no_words(utt)
             return
         t = time.perf_counter()
-        speaker = self.speakers.assign(utt.audio).speaker
+        key = (utt.audio_start, len(utt.audio))
+        if utt.final:
+            assignment = self.speakers.assign(utt.audio, key=key)
+            speaker = assignment.speaker
+        else:
+            speaker = self.speakers.peek(utt.audio, key=key)
         lat["speaker"] = (time.perf_counter() - t) * 1000.0
+        if utt.final:
+            for merged, into in assignment.merges:
+                self._merge_speakers(merged, into)
         data = UtteranceData(text=tr.text, speaker=speaker, audio=utt.audio, frames=p.frames, frame_ids=p.frame_ids)
         t = time.perf_counter()
         rows, per_mod = self.features.build(data, list(self._history_data))
         lat["features"] = (time.perf_counter() - t) * 1000.0
         lat.update({f"features.{m}": ms for m, ms in per_mod.items()})
         present = [m for m, r in rows.items() if present_rows(r)]
-        if self.uses_video and "visual" not in present and self.video and not self._video_lost:
+        if utt.final and self.uses_video and "visual" not in present and self.video and not self._video_lost:
             self.stats.faceless += 1
             if self.stats.faceless == 1 or not p.frames:
                 why = "no video frames" if not p.frames else "no face found in its frames"
                 self._emit(warning_event(f"utterance at {utt.start_s:.2f} s: {why}; visual modality masked out "
                                          "(labels from the other modalities)", source="video"))
         t = time.perf_counter()
-        probs = self.conversation.add(rows, speaker)
+        probs = self.conversation.add(rows, speaker) if utt.final else self.conversation.peek(rows, speaker)
         lat["model"] = (time.perf_counter() - t) * 1000.0
         face = None
         if self.faces is not None:
             t = time.perf_counter()
             face = self.faces.evidence(p.frames, p.frame_ids)
             lat["face"] = (time.perf_counter() - t) * 1000.0
-        lat["total"] = p.vad_ms + (time.monotonic() - p.ref_wall) * 1000.0
-        self._history_data.append(UtteranceData(text=tr.text, speaker=speaker))
-        ev = utterance_event(self.stats.labelled, utt.start_s, utt.end_s, speaker, tr.text, self.labels, probs, lat,
-                             present, face)
-        self.stats.labelled += 1
+        after = (time.monotonic() - p.ref_wall) * 1000.0
+        lat["total"] = p.vad_ms + after
+        index = self._index_for(utt.uid)
+        if utt.final:
+            lat["after_close"] = after
+            self._history_data.append(UtteranceData(text=tr.text, speaker=speaker))
+            self._final_speakers[index] = speaker
+            self._index_of.pop(utt.uid, None)
+            self._newest.pop(utt.uid, None)
+            if utt.reason == "max_length":
+                self._emit(warning_event(
+                    f"utterance {index} ({utt.start_s:.2f}-{utt.end_s:.2f} s) reached vad.max_utterance_s "
+                    f"({self.cfg.vad.max_utterance_s:g} s) without a boundary pause: cut at its last pause",
+                    source="segmentation", index=index))
+        ev = utterance_event(index, utt.start_s, utt.end_s, speaker, tr.text, self.labels, probs, lat, present,
+                             final=utt.final, face=face)
+        if utt.final:
+            self.stats.labelled += 1
+        else:
+            self.stats.provisional += 1
         self._emit(ev)
+
+    def _no_words(self, utt) -> None:
+        self.stats.no_words += 1
+        index = self._index_of.pop(utt.uid, None)
+        self._newest.pop(utt.uid, None)
+        where = f"{utt.start_s:.2f}-{utt.end_s:.2f} s"
+        if index is None:
+            msg = f"no words in the speech at {where}: not labelled"
+        else:  # provisional labels went out for it: say that no final one will come
+            msg = f"no words in the whole utterance {index} at {where}: its provisional label is withdrawn"
+        self._emit(warning_event(msg, source="asr", start=round(utt.start_s, 3), end=round(utt.end_s, 3),
+                                 **({} if index is None else {"index": index})))
+
+    def _merge_speakers(self, merged: int, into: int) -> None:
+        """Speaker ``merged`` is ``into``: re-label the past (events, history, the graph's window)."""
+        indices = sorted(i for i, s in self._final_speakers.items() if s == merged)
+        for i in indices:
+            self._final_speakers[i] = into
+        self.conversation.relabel({merged: into})
+        self._history_data = collections.deque(
+            (UtteranceData(text=h.text, speaker=into if h.speaker == merged else h.speaker) for h in self._history_data),
+            maxlen=self._history_data.maxlen)
+        self.stats.speaker_updates += 1
+        self._emit(speaker_update_event(merged, into, indices))
 
     def _events_dropped(self, including_one_more: bool = False) -> int:
         """Events dropped so far by both queues (+ the drop the next event will cause, if asked)."""

@@ -22,15 +22,19 @@ Clustering (:class:`SpeakerClusterer`): each speaker is a running-mean centroid 
 utterances' embeddings. An utterance joins the most similar centroid; it founds a new speaker
 when its cosine similarity to every centroid is below ``threshold`` (open set,
 ``n_speakers=None``) -- or, with a fixed ``n_speakers``, only while fewer than N exist. Ids are
-integers 0, 1, ... in order of first appearance and never change.
+integers 0, 1, ... in order of first appearance. When two centroids come within
+``merge_threshold`` of each other, they were one voice split in two: the younger id is merged
+into the older and never used again, and the assignment reports the merge so that the runtime
+re-labels the past (a ``speaker_update`` event, the conversation graph's window).
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -216,67 +220,179 @@ class VoiceEncoder:
         mean = partials.mean(axis=0)
         return (mean / np.linalg.norm(mean)).astype(np.float32)
 
+    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
+        """(n, samples) float32 equal-length windows -> (n, 256) unit-norm embeddings, one batch.
+
+        Each window is volume-normalised like a whole utterance and embedded as one partial of
+        its own length (not resemblyzer's 1.6 s): for comparing short stretches of one stream.
+        """
+        w = np.asarray(windows, np.float32)
+        if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] < N_FFT:
+            raise InputError(f"embed_windows needs (n, samples >= {N_FFT}) audio, got shape {w.shape}")
+        rms = np.sqrt(np.mean((w * 32767.0) ** 2, axis=1))
+        gain_db = NORM_TARGET_DBFS - 20 * np.log10(np.maximum(rms, 1e-9) / 32767.0)
+        gain = np.where((rms > 0) & (gain_db > 0), 10 ** (gain_db / 20), 1.0).astype(np.float32)
+        power = np.stack([power_spectrogram(row) for row in w * gain[:, None]])  # (n, frames, 201)
+        return self.session.run(None, {"power": power})[0].astype(np.float32)
+
 
 @dataclass
 class SpeakerAssignment:
     speaker: int  # stable integer id, 0, 1, ... in order of first appearance
     similarity: float  # cosine similarity to that speaker's centroid before the update (1.0 for a new one)
     new: bool  # this utterance founded the speaker
+    # (merged, into) pairs this assignment caused: two clusters that turned out to be one voice.
+    # ``speaker`` is already the surviving id.
+    merges: list[tuple[int, int]] = field(default_factory=list)
 
 
 class SpeakerClusterer:
-    """Online clustering of unit-norm embeddings into stable integer speaker ids."""
+    """Online clustering of unit-norm embeddings into integer speaker ids, merging clusters that
+    turn out to be one voice.
 
-    def __init__(self, n_speakers: int | None = None, threshold: float = 0.75):
+    Each speaker is the running mean of its utterances' embeddings. An utterance joins the most
+    similar centroid, or founds a new speaker when every centroid is below ``threshold`` (open
+    set) -- with ``n_speakers``, only while fewer than N exist. After each assignment, two
+    centroids at least ``merge_threshold`` alike are one voice: the younger id is merged into the
+    older one (its utterances join it; its id is never used again) and the merge is reported, so
+    that whoever labelled past utterances with it can re-label them.
+    """
+
+    def __init__(self, n_speakers: int | None = None, threshold: float = 0.75, merge_threshold: float | None = None):
         if n_speakers is not None and n_speakers < 1:
             raise InputError(f"number of speakers must be >= 1, got {n_speakers}")
         self.n_speakers = n_speakers
         self.threshold = threshold
-        self._sums: list[np.ndarray] = []
-        self._counts: list[int] = []
+        self.merge_threshold = threshold if merge_threshold is None else merge_threshold
+        self._sums: dict[int, np.ndarray] = {}
+        self._counts: dict[int, int] = {}
+        self._next = 0
+
+    @property
+    def ids(self) -> list[int]:
+        """Live speaker ids (merged ones are gone), oldest first."""
+        return list(self._sums)
+
+    @property
+    def next_id(self) -> int:
+        """The id the next new speaker will get."""
+        return self._next
 
     @property
     def centroids(self) -> np.ndarray:
-        """(speakers, dim) unit-norm centroids."""
+        """(speakers, dim) unit-norm centroids, in the order of :attr:`ids`."""
         if not self._sums:
             return np.zeros((0, 0), np.float32)
-        c = np.stack(self._sums)
+        c = np.stack(list(self._sums.values()))
         return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+    def nearest(self, embedding: np.ndarray) -> tuple[int, float] | None:
+        """(speaker, cosine) of the most similar centroid, or None with no speaker yet."""
+        if not self._sums:
+            return None
+        e = np.asarray(embedding, np.float32)
+        sims = self.centroids @ (e / (np.linalg.norm(e) or 1.0))
+        k = int(np.argmax(sims))
+        return self.ids[k], float(sims[k])
 
     def assign(self, embedding: np.ndarray, may_found: bool = True) -> SpeakerAssignment:
         """Assign one (dim,) embedding; ``may_found=False`` forbids a new speaker (short audio)."""
         e = np.asarray(embedding, np.float32)
         e = e / (np.linalg.norm(e) or 1.0)
-        if self._sums:
-            sims = self.centroids @ e
-            best = int(np.argmax(sims))
-            best_sim = float(sims[best])
-        else:
-            best, best_sim = -1, -1.0
+        near = self.nearest(e)
         room = self.n_speakers is None or len(self._sums) < self.n_speakers
-        if best < 0 or (room and may_found and best_sim < self.threshold):
-            self._sums.append(e.copy())
-            self._counts.append(1)
-            return SpeakerAssignment(len(self._sums) - 1, 1.0, True)
-        self._sums[best] += e
-        self._counts[best] += 1
-        return SpeakerAssignment(best, best_sim, False)
+        if near is None or (room and may_found and near[1] < self.threshold):
+            sid = self._next
+            self._next += 1
+            self._sums[sid], self._counts[sid] = e.copy(), 1
+            a = SpeakerAssignment(sid, 1.0, True)
+        else:
+            sid, sim = near
+            self._sums[sid] = self._sums[sid] + e
+            self._counts[sid] += 1
+            a = SpeakerAssignment(sid, sim, False)
+        a.merges = self._merge()
+        for merged, into in a.merges:
+            if a.speaker == merged:
+                a.speaker = into
+        return a
+
+    def _merge(self) -> list[tuple[int, int]]:
+        merges = []
+        while len(self._sums) > 1:
+            c = self.centroids
+            sims = c @ c.T
+            np.fill_diagonal(sims, -1.0)
+            i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            if sims[i, j] < self.merge_threshold:
+                break
+            ids = self.ids
+            into, merged = min(ids[i], ids[j]), max(ids[i], ids[j])
+            log.info("speakers %d and %d are one voice (centroid cosine %.3f): %d merged into %d",
+                     into, merged, sims[i, j], merged, into)
+            self._sums[into] = self._sums[into] + self._sums.pop(merged)
+            self._counts[into] += self._counts.pop(merged)
+            merges.append((merged, into))
+        return merges
 
 
 class SpeakerTracker:
-    """Voice encoder + clusterer: ``assign(audio) -> SpeakerAssignment`` per utterance."""
+    """Voice encoder + clusterer: ``assign(audio) -> SpeakerAssignment`` per utterance.
+
+    Thread-safe: the segmenter thread may ask :meth:`nearest` (speaker change confirmation) while
+    the model thread assigns.
+    """
 
     def __init__(self, cfg: SpeakerConfig | None = None, encoder: VoiceEncoder | None = None):
         self.cfg = cfg or SpeakerConfig()
         self.encoder = encoder or VoiceEncoder(self.cfg.cache_dir)
-        self.clusterer = SpeakerClusterer(self.cfg.n_speakers, self.cfg.threshold)
+        self.clusterer = SpeakerClusterer(self.cfg.n_speakers, self.cfg.threshold, self.cfg.merge_threshold)
+        self._lock = threading.Lock()
+        self._last: tuple[object, np.ndarray] | None = None  # (key, embedding) of the last utterance embedded
 
-    def assign(self, audio: np.ndarray) -> SpeakerAssignment:
+    def _embed(self, audio: np.ndarray, key) -> np.ndarray:
+        """The voice embedding of ``audio``; the last one again for the same ``key`` (a provisional
+        view and the final one of an utterance often hold the very same audio)."""
+        if key is not None and self._last is not None and self._last[0] == key:
+            return self._last[1]
         emb = self.encoder.embed(audio)
+        self._last = (key, emb) if key is not None else None
+        return emb
+
+    def assign(self, audio: np.ndarray, key=None) -> SpeakerAssignment:
+        """Assign one utterance's audio to a speaker (see :meth:`_embed` for ``key``)."""
+        emb = self._embed(audio, key)
         long_enough = len(audio) >= self.cfg.min_new_speaker_s * SAMPLE_RATE
-        a = self.clusterer.assign(emb, may_found=long_enough)
+        with self._lock:
+            a = self.clusterer.assign(emb, may_found=long_enough)
         log.debug("speaker %d (sim %.3f%s)", a.speaker, a.similarity, ", new" if a.new else "")
         return a
+
+    def peek(self, audio: np.ndarray, key=None) -> int:
+        """The speaker ``audio`` would most likely get, without changing anything (provisional
+        labels): the nearest speaker when it is similar enough or no new one may be founded, else
+        the id a new speaker would get."""
+        emb = self._embed(audio, key)
+        with self._lock:
+            near = self.clusterer.nearest(emb)
+            c = self.clusterer
+            room = c.n_speakers is None or len(c.ids) < c.n_speakers
+            long_enough = len(audio) >= self.cfg.min_new_speaker_s * SAMPLE_RATE
+            if near is not None and (near[1] >= c.threshold or not room or not long_enough):
+                return near[0]
+            return c.next_id
+
+    def nearest(self, audio: np.ndarray) -> tuple[int, float] | None:
+        """(speaker, cosine) of the known voice nearest to ``audio``; None before any speaker."""
+        emb = self.encoder.embed(audio)
+        with self._lock:
+            return self.clusterer.nearest(emb)
+
+    @property
+    def known(self) -> int:
+        """Speakers known so far."""
+        with self._lock:
+            return len(self.clusterer.ids)
 
 
 def main(argv=None) -> int:

@@ -157,11 +157,32 @@ class UtteranceSegmenter:
         self._floor = 0  # no utterance audio before this sample (previous utterance's audio end)
         self._count = 0
         self.last_prob = 0.0
+        self.last_probs = np.zeros(0, np.float32)  # P(speech) of the windows the last push scored
 
     @property
     def position(self) -> int:
         """Samples received so far."""
         return self._pos + len(self._pending)
+
+    @property
+    def scored(self) -> int:
+        """Stream position up to which windows have been scored (a multiple of WINDOW)."""
+        return self._pos
+
+    @property
+    def speaking(self) -> bool:
+        """Inside a stretch of speech (including a pause shorter than ``min_silence_ms``)."""
+        return self._speaking
+
+    @property
+    def speech_start(self) -> int | None:
+        """Where the stretch of speech in progress began (None: not speaking)."""
+        return self._start if self._speaking else None
+
+    @property
+    def pause_start(self) -> int | None:
+        """Where the pause in progress inside speech began (None: not in a pause, or not speaking)."""
+        return self._pause_start if self._speaking else None
 
     def push(self, samples: np.ndarray) -> list[Utterance]:
         """Feed (n,) float32 16 kHz audio; returns utterances closed by it (usually none)."""
@@ -170,6 +191,7 @@ class UtteranceSegmenter:
         n = len(data) // WINDOW * WINDOW
         self._pending = data[n:].copy()
         if n == 0:
+            self.last_probs = np.zeros(0, np.float32)
             return []
         self._buf = np.concatenate([self._buf, data[:n]])
         probs = self.vad.probs(data[:n].reshape(-1, WINDOW))
@@ -180,6 +202,7 @@ class UtteranceSegmenter:
                 out.append(u)
         self._pos += n
         self._trim()
+        self.last_probs = probs
         if probs.size:
             self.last_prob = float(probs[-1])
         return out

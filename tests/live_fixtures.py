@@ -162,7 +162,7 @@ def visual_model() -> Path:
 
 
 def wer_of(events: list[dict], script: dict) -> float:
-    hyp = " ".join(e["text"] for e in events if e["type"] == "utterance")
+    hyp = " ".join(e["text"] for e in events if e["type"] == "utterance" and e["final"])
     ref = " ".join(u["text"] for u in script["utterances"])
     return word_error_rate(ref, hyp)
 

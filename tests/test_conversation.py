@@ -141,3 +141,30 @@ def test_bad_features_and_bidirectional_warning(models, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         Conversation(backend)
     assert "bidirectional" in caplog.text
+
+
+def test_provisional_peek_changes_nothing_and_relabel_rebuilds_relations(models):
+    """``peek`` gives what ``add`` would give without adding; after ``relabel`` (two speaker ids
+    found to be one voice) the next outputs equal the offline evaluation with corrected speakers."""
+    from train.backends import load_backend
+
+    backend = load_backend(models["past2-L2"], "torch")
+    feats, _ = random_conversation(12, 7)
+    speakers = np.array([0, 1, 2, 0, 1, 2, 2, 0, 2, 1, 0, 2])
+    conv = Conversation(backend)
+    row = lambda i: {m: f[i] for m, f in feats.items()}  # noqa: E731
+    for i in range(8):
+        conv.add(row(i), speakers[i])
+    window_speakers = lambda: list(conv.turns.arrays([])[1])  # noqa: E731
+    before = window_speakers()
+    peeked = conv.peek(row(8), speakers[8])
+    assert window_speakers() == before and conv.count == 8
+    np.testing.assert_allclose(peeked, conv.add(row(8), speakers[8]), atol=1e-6)
+    # speaker 2 was speaker 0 all along: re-label the past, then go on
+    conv.relabel({2: 0})
+    corrected = np.where(speakers == 2, 0, speakers)
+    assert window_speakers() == list(corrected[9 - len(conv.turns) : 9])
+    live = [conv.add(row(i), corrected[i]) for i in range(9, 12)]
+    ref = offline(backend, feats, corrected)
+    np.testing.assert_allclose(np.stack(live), ref[9:12], atol=1e-5)
+    assert np.abs(offline(backend, feats, speakers)[9:12] - ref[9:12]).max() > 1e-4  # the relabel mattered

@@ -49,7 +49,8 @@ def run_live(args, env, timeout=180) -> tuple[list[dict], subprocess.CompletedPr
 
 
 def utterances(events):
-    return [e for e in events if e["type"] == "utterance"]
+    """Final utterance events (provisional ones come before them, with the same index)."""
+    return [e for e in events if e["type"] == "utterance" and e["final"]]
 
 
 def labels_of(model) -> list[str]:
@@ -80,7 +81,7 @@ def test_end_to_end_generated_speech(env):
     start = events[0]
     assert start["type"] == "status"
     fx.check_fastest_exported_backend(start["backend"], start["backends_skipped"])
-    assert "8 utterances labelled, 2 speakers" in r.stderr
+    assert re.search(r"8 utterances labelled \(\d+ provisional labels before them\), 2 speakers", r.stderr), r.stderr[-500:]
 
 
 def test_demo_runs_without_torch(env):
@@ -334,7 +335,7 @@ def test_ctrl_c_stops_capture_and_keeps_what_was_said(env):
     utts = utterances(events)
     # The utterance being spoken at Ctrl-C is processed too: cut mid-word, it is labelled or (when
     # the ASR's guards reject the truncated audio) reported as having no words -- never dropped.
-    second = [e for e in events if e["type"] in ("utterance", "warning") and abs((e.get("start") or 0) - 3.9) < 0.3]
+    second = [e for e in utts + [e for e in events if e["type"] == "warning"] if abs((e.get("start") or 0) - 3.9) < 0.3]
     assert len(utts) < 8 and len(second) == 1, (events, err[-2000:])
     assert events[-1]["type"] == "status" and events[-1]["state"] == "stopped"
     assert events[-1]["reason"] == "interrupted (SIGINT)" and events[-1]["dropped_utterances"] == 0
@@ -406,11 +407,12 @@ def test_events_on_stdout_stay_pure_jsonl_on_a_terminal(env):
     text = b"".join(chunks).decode()
     lines = text.replace("\r\n", "\n").split("\n")
     json_lines = [l for l in lines if '{"type"' in l]
-    assert len([l for l in json_lines if '"utterance"' in l]) == 8, text[-3000:]
+    utterance_lines = [l for l in json_lines if '"utterance"' in l]
+    assert len([l for l in utterance_lines if '"final":true' in l]) == 8, text[-3000:]
     for line in json_lines:
         assert line.startswith("{") and json.loads(line), line
     status = [l for l in lines if l.startswith("#")]
-    assert len(status) == 8  # the status line, one whole line per event
+    assert len(status) == len(utterance_lines)  # the status line, one whole line per event (provisional too)
 
 
 def test_outputs_are_created_only_when_the_session_starts(env, tmp_path, capsys):
@@ -470,15 +472,20 @@ def test_session_memory_is_bounded_however_long_it_runs():
     session = live.Session(recognizer=None, audio=None)
     tally = session.tally
     for k in range(3 * live.KEEP_EVENTS):
-        ev = {"type": "utterance", "speaker": k % 3, "latency_ms": {"total": float(k), "asr": 1.0, "model": 1.0,
+        ev = {"type": "utterance", "final": True, "speaker": k % 3, "latency_ms": {"total": float(k), "asr": 1.0, "model": 1.0,
                                                                      "features": 1.0}}
         session.events.append(ev)
         tally.add(ev)
     tally.add({"type": "warning", "message": "x"})
+    tally.add({"type": "utterance", "final": False, "speaker": 0, "latency_ms": {"total": -1.0}})
     assert len(session.events) == live.KEEP_EVENTS and session.events[-1]["latency_ms"]["total"] == 3 * live.KEEP_EVENTS - 1
     assert tally.utterances == 3 * live.KEEP_EVENTS and len(tally.speakers) == 3 and tally.warnings == 1
     assert all(len(v) <= live.Tally.LATENCY_SAMPLES for v in tally.latency.values())
-    assert tally.summary().startswith(f"{3 * live.KEEP_EVENTS} utterances labelled, 3 speakers, 1 warnings")
+    assert max(tally.latency["total"]) == 3 * live.KEEP_EVENTS - 1  # a provisional label's latency is not counted
+    assert tally.summary().startswith(f"{3 * live.KEEP_EVENTS} utterances labelled (1 provisional labels before them), "
+                                      "3 speakers, 1 warnings")
+    tally.add({"type": "speaker_update", "merged": [2], "into": 0, "indices": [2, 5]})
+    assert len(tally.speakers) == 2
 
 
 def test_model_loading_errors_are_one_short_line(tmp_path, capsys):
@@ -577,4 +584,4 @@ def test_overlay_keeps_drawing_while_the_model_is_busy():
     assert overlay.boxes and all(w > 60 for _, _, w, _ in overlay.boxes)  # the astronaut's face boxed
     gated.gate.set()
     rec.end_audio()
-    assert len([e for e in rec.events(timeout=60) if e["type"] == "utterance"]) == 2
+    assert len(utterances(rec.events(timeout=60))) == 2

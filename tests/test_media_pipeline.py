@@ -77,7 +77,7 @@ def test_raw_media_to_live_labels(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     events = [json.loads(l) for l in r.stdout.splitlines()]
     assert events[0]["type"] == "status" and events[0]["backend"] == "onnx"
-    live = [e for e in events if e["type"] == "utterance"]
+    live = [e for e in events if e["type"] == "utterance" and e["final"]]
     want = [row for row in offline if row["dialogue"] == did]
     assert len(live) == len(want) == 4, [e["text"] for e in live]
     # every modality computed live; visual wherever the face model found a face (it shares its frames)

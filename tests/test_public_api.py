@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-API = {"Recognizer", "load_model", "Event", "UtteranceEvent", "FaceEvidence", "StatusEvent", "WarningEvent"}
+API = {"Recognizer", "load_model", "Event", "UtteranceEvent", "FaceEvidence", "SpeakerUpdateEvent", "StatusEvent", "WarningEvent"}
 
 
 def test_runtime_exports_the_embedding_api_without_torch():

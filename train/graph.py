@@ -225,3 +225,13 @@ class ConversationWindow:
     def arrays(self, modalities: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         feats = {m: np.stack([f[m] for f, _ in self._turns]) for m in modalities}
         return feats, np.array([s for _, s in self._turns], np.int64)
+
+    def copy(self) -> "ConversationWindow":
+        """An independent window with the same utterances (appending to it leaves this one as is)."""
+        other = ConversationWindow(self.size)
+        other._turns.extend(self._turns)
+        return other
+
+    def relabel(self, mapping: Mapping[int, int]) -> None:
+        """Speaker ids found to be one speaker (``{old: new}``) are re-labelled in the window."""
+        self._turns = collections.deque(((f, int(mapping.get(s, s))) for f, s in self._turns), maxlen=self.size)

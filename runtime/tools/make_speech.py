@@ -23,7 +23,7 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -114,13 +114,20 @@ def make_conversation(
     tail_s: float = 1.0,
     noise_dbfs: float | None = None,
     seed: int = 0,
+    gaps: Sequence[float] | None = None,
+    voice_of: Mapping[str, str] | None = None,
 ) -> dict:
     """Synthesize ``script`` (speaker, text) pairs into ``out_dir``; returns the script dict.
 
     ``noise_dbfs`` adds white noise at that RMS level over the whole file (None: digital
-    silence in the gaps).
+    silence in the gaps). ``gaps``: the silence after each utterance but the last (len(script)
+    - 1 values, seconds) instead of one ``gap_s`` for all. ``voice_of``: speaker name -> key of
+    :data:`VOICES` for scripts whose speakers have other names (e.g. IEMOCAP's "M"/"F").
     """
     require_tools()
+    if gaps is not None and len(gaps) != max(0, len(script) - 1):
+        raise InputError(f"{len(gaps)} gaps for {len(script)} utterances (need {max(0, len(script) - 1)})")
+    voice_of = dict(voice_of or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pieces: list[np.ndarray] = [np.zeros(int(lead_s * SAMPLE_RATE), np.float32)]
@@ -128,14 +135,16 @@ def make_conversation(
     utterances = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (speaker, text) in enumerate(script):
-            if speaker not in VOICES:
+            key = voice_of.get(speaker, speaker)
+            if key not in VOICES:
                 raise InputError(f"unknown speaker {speaker!r}; known: {', '.join(VOICES)}")
-            audio = synthesize(text, VOICES[speaker], Path(tmp))
+            audio = synthesize(text, VOICES[key], Path(tmp))
             utterances.append({
-                "index": i, "speaker": speaker, "voice": VOICES[speaker].name, "text": text,
+                "index": i, "speaker": speaker, "voice": VOICES[key].name, "text": text,
                 "start": cursor / SAMPLE_RATE, "end": (cursor + len(audio)) / SAMPLE_RATE,
             })
-            gap = np.zeros(int((gap_s if i < len(script) - 1 else tail_s) * SAMPLE_RATE), np.float32)
+            after = tail_s if i == len(script) - 1 else (gap_s if gaps is None else float(gaps[i]))
+            gap = np.zeros(int(round(after * SAMPLE_RATE)), np.float32)
             pieces += [audio, gap]
             cursor += len(audio) + len(gap)
     audio = np.concatenate(pieces)

@@ -1,0 +1,99 @@
+"""runtime.evaluate_live: the scoring rules on hand-made events, and the command end to end on a
+tiny corpus rendered with espeak-ng."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from runtime.evaluate_live import (GoldUtterance, final_utterances, match, other_speaker_both_sides, purity_counts,
+                                   speakable, word_edits)
+
+
+def gold(*spans):
+    return [GoldUtterance(i, spk, "w", 0, a, b) for i, (spk, a, b) in enumerate(spans)]
+
+
+def ev(index, a, b, speaker=0, final=True):
+    return {"type": "utterance", "final": final, "index": index, "start": a, "end": b, "speaker": speaker}
+
+
+G = gold((0, 0.0, 2.0), (1, 3.0, 4.0), (0, 5.0, 8.0), (1, 9.0, 9.5))
+
+
+def test_one_to_one_matching():
+    # exact (a little VAD slack), a split, a merge over two, a stray event in a gap
+    finals = [ev(0, -0.05, 2.05), ev(1, 3.0, 3.5), ev(2, 3.5, 4.0), ev(3, 5.0, 9.5), ev(4, 8.3, 8.7)]
+    assert match(finals, G) == [0, None, None, None]
+    assert match([ev(0, 0, 2), ev(1, 3, 4), ev(2, 5, 8), ev(3, 9, 9.5)], G) == [0, 1, 2, 3]
+    # an event that holds most of a short utterance but is mostly elsewhere still claims it
+    assert match([ev(0, 0, 2), ev(1, 3, 4), ev(2, 5, 8), ev(3, 8.9, 9.4)], G) == [0, 1, 2, 3]
+    assert match([], G) == [None] * 4
+
+
+def test_speaker_updates_and_purity():
+    events = [ev(0, 0, 2, 0), ev(1, 3, 4, 1), ev(2, 5, 8, 2), ev(3, 9, 9.5, 1), ev(2, 5, 6, 2, final=False),
+              {"type": "speaker_update", "merged": [2], "into": 0, "indices": [2]}]
+    finals = final_utterances(events)
+    assert [e["speaker"] for e in finals] == [0, 1, 0, 1] and len(finals) == 4
+    assert purity_counts(finals, G) == (4, 4)
+    mixed = [ev(0, 0, 2, 0), ev(1, 3, 4, 0), ev(2, 5, 8, 0), ev(3, 9, 9.5, 1)]
+    assert purity_counts(mixed, G) == (3, 4)
+
+
+def test_neighbours_and_text():
+    assert other_speaker_both_sides(G) == [False, True, True, False]
+    assert speakable("[LAUGHTER] Oh man;  that's [GARBAGE] awesome.") == "Oh man, that's awesome."
+    assert word_edits("Nobody comes seven hundred miles.", "nobody comes 700 miles") == (2, 5)
+    assert word_edits("Nobody comes seven hundred miles.", "nobody comes 700 miles", whisper_norm=True) == (0, 4)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")
+def test_command_on_a_rendered_dialogue(tmp_path, capsys):
+    """The CLI renders the corpus's validation dialogue, runs the live pipeline on it and prints
+    figures that say the pipeline worked (two voices found, most utterances matched)."""
+    pytest.importorskip("faster_whisper")
+    from runtime.evaluate_live import main
+    from tests import live_fixtures as fx
+
+    model = fx.text_model()
+    data = fx.write_text_corpus(tmp_path / "corpus.pkl")
+    capsys.readouterr()  # what training the fixture model printed
+    rc = main(["--model", str(model), "--data", str(data), "--gap", "1.0", "--dialogues", "1", "--json",
+               "--work", str(tmp_path / "renders"), "--out", str(tmp_path / "out.json")])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dialogues"] == 1 and out["utterances"] >= 4
+    assert out["matched_share"] >= 75.0 and out["wer"] <= 30.0
+    assert out["per_dialogue"][0]["speakers"] == out["per_dialogue"][0]["speakers_true"]
+    assert out["provisionals"] >= out["finals"] - 1  # one at each utterance's pause (all but a last cut off)
+    assert out["latency_ms"]["final"]["n"] == out["finals"]
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["matched"] == out["matched"] and len(next(iter(saved["finals"].values()))) == out["finals"]
+    # the render is reused
+    assert len(list((tmp_path / "renders").iterdir())) == 1
+    rc = main(["--model", str(model), "--data", str(data), "--gap", "1.0", "--dialogues", "1", "--json",
+               "--work", str(tmp_path / "renders")])
+    assert rc == 0 and len(list((tmp_path / "renders").iterdir())) == 1
+
+
+def test_command_refuses_bad_input(tmp_path):
+    from runtime.evaluate_live import main
+    from train.common import InputError
+
+    with pytest.raises(InputError, match="corpus file not found"):
+        main(["--data", str(tmp_path / "missing.pkl")])
+    with pytest.raises(InputError, match="--gap"):
+        main(["--gap", "-1"])
+    with pytest.raises(InputError, match="boundary_pause_ms"):  # --set goes through the typed checks
+        main(["--set", "segmentation.boundary_pause_ms=100", "--data", str(tmp_path / "missing.pkl")])
+
+
+def test_settings_override():
+    from runtime.config import apply_overrides, load_runtime_config
+
+    cfg = apply_overrides(load_runtime_config(None), ["segmentation.change_while_speaking=false",
+                                                      "segmentation.boundary_pause_ms=700"])
+    assert cfg.segmentation.boundary_pause_ms == 700 and cfg.segmentation.change_while_speaking is False
