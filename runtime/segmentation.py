@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, SegmentationConfig, VadConfig
-from runtime.vad import WINDOW, UtteranceSegmenter
+from runtime.vad import WINDOW, SampleSpan, UtteranceSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MAX_CHANGES_PER_STRETCH = 32  # a stretch is split at most this many times (boun
 
 
 @dataclass
-class Span:
+class Span(SampleSpan):
     """One view of an utterance. ``start``/``end``: its speech; ``audio`` (samples,) float32 from
     ``audio_start`` on (padding and inner pauses included); ``decided_at``: the stream position
     at which this view was decided; ``reason``: why -- ``pause`` (provisional, or every final in
@@ -54,18 +54,6 @@ class Span:
     reason: str
     stretches: list[tuple[int, int]] = field(default_factory=list)
     sample_rate: int = SAMPLE_RATE
-
-    @property
-    def start_s(self) -> float:
-        return self.start / self.sample_rate
-
-    @property
-    def end_s(self) -> float:
-        return self.end / self.sample_rate
-
-    @property
-    def duration_s(self) -> float:
-        return (self.end - self.start) / self.sample_rate
 
 
 class UtteranceAssembler:

@@ -94,8 +94,28 @@ class SileroVAD:
         return out
 
 
+class SampleSpan:
+    """Seconds of a span given in samples: needs ``start``, ``end`` and ``sample_rate``."""
+
+    start: int
+    end: int
+    sample_rate: int
+
+    @property
+    def start_s(self) -> float:
+        return self.start / self.sample_rate
+
+    @property
+    def end_s(self) -> float:
+        return self.end / self.sample_rate
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start) / self.sample_rate
+
+
 @dataclass
-class Utterance:
+class Utterance(SampleSpan):
     """One stretch of speech. Sample indices count from the start of the audio stream.
 
     ``start``/``end``: the speech itself; ``audio``: (samples,) float32 16 kHz from
@@ -112,18 +132,6 @@ class Utterance:
     decided_at: int
     reason: str
     sample_rate: int = SAMPLE_RATE
-
-    @property
-    def start_s(self) -> float:
-        return self.start / self.sample_rate
-
-    @property
-    def end_s(self) -> float:
-        return self.end / self.sample_rate
-
-    @property
-    def duration_s(self) -> float:
-        return (self.end - self.start) / self.sample_rate
 
 
 class UtteranceSegmenter:
