@@ -107,6 +107,9 @@ def _load(f: BinaryIO, source: str) -> Any:
             "and numpy arrays are allowed (nothing was executed)",
             path=source,
         ) from None
+    except MemoryError:  # a corrupted length field: the C unpickler allocates it before reading
+        raise InputError("not a readable pickle: a length in it asks for more memory than there is "
+                         "(the file is corrupted or not a pickle)", path=source) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, UnicodeDecodeError, OverflowError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
