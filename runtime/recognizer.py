@@ -605,7 +605,8 @@ class Recognizer:
         if s.segments == 0 and self._error is None:
             self._emit(warning_event(f"no speech found in {self.vad_position / SAMPLE_RATE:.1f} s of audio",
                                      source="vad"))
-        self._emit(status_event("stopped", utterances=s.labelled, provisional=s.provisional, segments=s.segments,
+        self._emit(status_event("stopped", utterances=s.labelled, provisional=s.provisional,
+                                provisional_skipped=s.skipped, segments=s.segments,
                                 no_words=s.no_words, speaker_updates=s.speaker_updates,
                                 reason=self.audio_queue.reason or "stopped",
                                 dropped_utterances=s.dropped_utterances, dropped_audio_s=round(s.dropped_audio_s, 2),
