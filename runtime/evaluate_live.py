@@ -122,6 +122,67 @@ def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
     return out / "speech.wav", gold
 
 
+# -- which dialogues and gaps: the arguments shared with runtime.tools.segmentation_sweep / asr_sweep
+
+
+def add_render_args(p: argparse.ArgumentParser) -> None:
+    """The corpus, dialogue selection, gap and render-cache arguments (checked by :func:`checked_gaps`,
+    used by :func:`validation_dialogues` and :func:`render_dialogue`)."""
+    p.add_argument("--data", default=None, help="corpus file (default: ../shared/data/<dataset>/<dataset>_trainval.pkl)")
+    p.add_argument("--dialogues", type=int, default=None, metavar="N", help="the first N validation dialogues (default all)")
+    p.add_argument("--ids", nargs="+", default=None, help="these validation dialogue ids only")
+    p.add_argument("--gap", type=float, default=None, help="fixed silence between utterances, seconds (default: drawn)")
+    p.add_argument("--gap-range", type=float, nargs=2, default=list(GAP_RANGE), metavar=("LO", "HI"),
+                   help="range the gaps are drawn from (default 0.15 1.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawn gaps (default 0)")
+    p.add_argument("--work", default=str(REPO / "cache" / "evaluate_live"), help="where renders are kept")
+
+
+def checked_gaps(args: argparse.Namespace) -> tuple[float | None, tuple[float, float]]:
+    """(fixed gap or None, gap range) from :func:`add_render_args`' arguments, or an InputError."""
+    if args.gap is not None and not 0.0 <= args.gap <= 10.0:
+        raise InputError(f"--gap must be between 0 and 10 seconds, got {args.gap}")
+    lo, hi = args.gap_range
+    if not 0.0 <= lo <= hi <= 10.0:
+        raise InputError(f"--gap-range needs 0 <= LO <= HI <= 10, got {lo} {hi}")
+    return args.gap, (float(lo), float(hi))
+
+
+def corpus_path(args: argparse.Namespace, dataset: str) -> Path:
+    """``--data``, or the dataset's default train+valid pickle."""
+    data = Path(args.data) if args.data else DEFAULT_DATA.get(dataset)
+    if data is None:
+        raise InputError(f"no default data for a {dataset} model; give --data")
+    if not data.is_file():
+        raise InputError("corpus file not found (give --data)", path=str(data))
+    return data
+
+
+def validation_dialogues(args: argparse.Namespace, dataset: str, labels: Sequence[str] | None = None) -> list:
+    """The **validation** dialogues that ``--ids`` / ``--dialogues`` select (never a test split);
+    ``labels``: the model's emotion labels, which the corpus must share."""
+    from train.data import load_corpus
+
+    data = corpus_path(args, dataset)
+    corpus = load_corpus(data)
+    if labels is not None and list(corpus.labels) != list(labels):
+        raise InputError(f"the data's labels {corpus.labels} differ from the model's {labels}", path=str(data))
+    dialogues = corpus.split("valid")  # validation only: never a test split
+    if args.ids:
+        known = {d.id for d in dialogues}
+        missing = [i for i in args.ids if i not in known]
+        if missing:
+            raise InputError(f"not validation dialogues: {', '.join(missing)}", path=str(data))
+        dialogues = [d for d in dialogues if d.id in set(args.ids)]
+    if args.dialogues:
+        dialogues = dialogues[: args.dialogues]
+    if not dialogues:
+        raise InputError("no validation dialogues to evaluate", path=str(data))
+    if any(d.texts is None for d in dialogues):
+        raise InputError("the validation dialogues carry no transcripts to speak", path=str(data))
+    return dialogues
+
+
 # -- scoring (pure functions of events and gold utterances) --------------------------------------
 
 
@@ -215,6 +276,7 @@ class DialogueResult:
     matched: list[int | None]  # per gold utterance: position in finals
     finals: list[dict]
     provisionals: int
+    provisional_skipped: int  # provisional views overtaken by a newer view before the model thread reached them
     edits: int
     ref_words: int
     edits_whisper: int  # WER counts after Whisper's English text normalizer
@@ -234,6 +296,7 @@ class DialogueResult:
             "matched_share": 100.0 * float(np.mean(m)),
             "other_both_sides": int(sum(both)), "other_both_sides_matched": int(sum(a and b for a, b in zip(m, both))),
             "finals": len(self.finals), "provisionals": self.provisionals,
+            "provisional_skipped": self.provisional_skipped,
             "wer": 100.0 * self.edits / max(1, self.ref_words),
             "wer_whisper_norm": 100.0 * self.edits_whisper / max(1, self.ref_words_whisper),
             "speakers": self.speakers_found, "speakers_true": self.speakers_true,
@@ -283,6 +346,8 @@ def run_dialogue(wav: Path, gold: list[GoldUtterance], dialogue_id: str, model: 
     lat["final_after_close"] = [e["latency_ms"]["after_close"] for e in finals if "after_close" in e["latency_ms"]]
     return DialogueResult(
         id=dialogue_id, gold=gold, matched=match(finals, gold), finals=finals, provisionals=len(provisional),
+        provisional_skipped=sum(e.get("provisional_skipped", 0) for e in events
+                                if e.get("type") == "status" and e.get("state") == "stopped"),
         edits=edits, ref_words=words, edits_whisper=edits_w, ref_words_whisper=words_w, purity=purity_counts(finals, gold),
         speakers_found=len({e["speaker"] for e in finals}), speakers_true=len({g.speaker for g in gold}),
         offline_pred=offline_predictions(gold, backend, features), latency=lat,
@@ -326,6 +391,7 @@ def summarize(results: Sequence[DialogueResult], labels: Sequence[str], emotion_
         "purity": 100.0 * pure[0] / max(1, pure[1]),
         "speaker_count_right": sum(r["speakers"] == r["speakers_true"] for r in rows),
         "finals": sum(r["finals"] for r in rows), "provisionals": sum(r["provisionals"] for r in rows),
+        "provisional_skipped": sum(r["provisional_skipped"] for r in rows),
         "emotion_wf1_live_matched": score(np.array(y_true), np.array(y_live), labels).weighted_f1 if y_true else None,
         "emotion_wf1_offline_matched": score(np.array(y_true), np.array(y_off), labels).weighted_f1 if y_true else None,
         "emotion_wf1_offline_all": score(np.array(y_true_all), np.array(y_off_all), labels).weighted_f1,
@@ -364,28 +430,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Score the live pipeline on spoken (espeak-ng) validation dialogues.")
     p.add_argument("--model", default="iemocap", help="shipped model name or model directory (default iemocap)")
     p.add_argument("--backend", default=None, help="backend (default: the fastest available)")
-    p.add_argument("--data", default=None, help="corpus file (default: ../shared/data/<dataset>/<dataset>_trainval.pkl)")
-    p.add_argument("--dialogues", type=int, default=None, metavar="N", help="the first N validation dialogues (default all)")
-    p.add_argument("--ids", nargs="+", default=None, help="these validation dialogue ids only")
-    p.add_argument("--gap", type=float, default=None, help="fixed silence between utterances, seconds (default: drawn)")
-    p.add_argument("--gap-range", type=float, nargs=2, default=list(GAP_RANGE), metavar=("LO", "HI"),
-                   help="range the gaps are drawn from (default 0.15 1.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the drawn gaps (default 0)")
+    add_render_args(p)
     p.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one runtime setting, e.g. --set segmentation.boundary_pause_ms=700")
     p.add_argument("--speakers", type=int, metavar="N", help="fix the number of speakers")
-    p.add_argument("--work", default=str(REPO / "cache" / "evaluate_live"), help="where renders are kept")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--out", metavar="FILE", help="also write the JSON figures (and every event) to FILE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.gap is not None and not 0.0 <= args.gap <= 10.0:
-        raise InputError(f"--gap must be between 0 and 10 seconds, got {args.gap}")
-    lo, hi = args.gap_range
-    if not 0.0 <= lo <= hi <= 10.0:
-        raise InputError(f"--gap-range needs 0 <= LO <= HI <= 10, got {lo} {hi}")
+    gap_arg, (lo, hi) = checked_gaps(args)
 
     from tqdm.auto import tqdm
 
@@ -394,34 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from runtime.features import FeatureBuilder
     from runtime.recognizer import select_backend
     from runtime.speakers import VoiceEncoder
-    from train.data import load_corpus
-
     cfg = apply_overrides(load_runtime_config(args.config), args.set)
     if args.speakers:
         cfg.speakers.n_speakers = args.speakers
     backend, _ = select_backend(args.model, args.backend)
     manifest = backend.manifest
-    data = Path(args.data) if args.data else DEFAULT_DATA.get(manifest.dataset)
-    if data is None:
-        raise InputError(f"no default data for a {manifest.dataset} model; give --data")
-    if not data.is_file():
-        raise InputError("corpus file not found (give --data)", path=str(data))
-    corpus = load_corpus(data)
-    if corpus.labels != manifest.labels:
-        raise InputError(f"the data's labels {corpus.labels} differ from the model's {manifest.labels}", path=str(data))
-    dialogues = corpus.split("valid")  # validation only: never a test split
-    if args.ids:
-        known = {d.id for d in dialogues}
-        missing = [i for i in args.ids if i not in known]
-        if missing:
-            raise InputError(f"not validation dialogues: {', '.join(missing)}", path=str(data))
-        dialogues = [d for d in dialogues if d.id in set(args.ids)]
-    if args.dialogues:
-        dialogues = dialogues[: args.dialogues]
-    if not dialogues:
-        raise InputError("no validation dialogues to evaluate", path=str(data))
-    if any(d.texts is None for d in dialogues):
-        raise InputError("the validation dialogues carry no transcripts to speak", path=str(data))
+    dialogues = validation_dialogues(args, manifest.dataset, labels=manifest.labels)
+    data = corpus_path(args, manifest.dataset)
 
     work = Path(args.work)
     stages = (Transcriber(cfg.asr), VoiceEncoder(cfg.speakers.cache_dir))
@@ -429,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     features.warm_up()
     results, all_events = [], {}
     for d in tqdm(dialogues, desc="dialogues", unit="dlg", file=sys.stderr):
-        wav, gold = render_dialogue(d, work, args.gap, args.seed, (lo, hi))
+        wav, gold = render_dialogue(d, work, gap_arg, args.seed, (lo, hi))
         res = run_dialogue(wav, gold, d.id, args.model, backend, cfg, stages, features)
         results.append(res)
         all_events[d.id] = res.finals

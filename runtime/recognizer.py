@@ -39,8 +39,11 @@ is out of date). Only finals join the conversation: the speaker is assigned (and
 with a ``speaker_update`` event and the graph's window re-labelled), the text joins the history and
 the graph's window grows. A provisional label is the model's output for the utterance as it would
 be if it ended there, with its likeliest speaker; nothing of it is kept. The final transcript is
-the whole utterance's audio transcribed in one piece; when that audio is exactly what the last
-provisional view transcribed (no speech since), that transcript is the final one.
+the whole utterance's audio transcribed in one piece, with beam search (``asr.beam_size``) and the
+previous final transcripts as Whisper's prompt (``asr.prompt_utterances``); a provisional view is
+decoded greedily without a prompt (``asr.provisional_beam_size``: its ASR time is part of the
+provisional label's latency). When a final's audio and settings are exactly those the last
+provisional view transcribed, that transcript is the final one.
 
 Latency (``latency_ms`` of each event, see :mod:`runtime.events`): the reference point is the
 moment the audio that closed the utterance arrived (live sources), or the moment the segmenter
@@ -329,7 +332,7 @@ class Recognizer:
         self._index_of: dict[int, int] = {}  # utterance uid -> event index (given at its first event)
         self._next_index = 0
         self._final_speakers: dict[int, int] = {}  # event index -> speaker of its final event
-        self._asr_last: tuple[tuple[int, int], Any] | None = None  # (audio span, transcript) last transcribed
+        self._asr_last: tuple[tuple, Any] | None = None  # ((audio span, beam, prompt), transcript) last transcribed
         self.stats = RecognizerStats()
 
     # -- input (any thread; never blocks) ------------------------------------------------------
@@ -617,13 +620,22 @@ class Recognizer:
             self._callbacks.close()
 
     def _transcribe(self, utt, lat: dict[str, float]):
-        """The transcript of a view's whole audio; the last one again when the audio is the same."""
-        key = (utt.audio_start, len(utt.audio))
+        """The transcript of a view's whole audio: a final one with ``asr.beam_size`` and the last
+        ``asr.prompt_utterances`` final transcripts as Whisper's prompt, a provisional one with
+        ``asr.provisional_beam_size`` and no prompt; the last one again when audio and settings are the same."""
+        a = self.cfg.asr
+        if utt.final:
+            beam = a.beam_size
+            said = [h.text for h in self._history_data][-a.prompt_utterances:] if a.prompt_utterances else []
+            prompt = " ".join(said) or None
+        else:
+            beam, prompt = a.provisional_beam_size, None
+        key = (utt.audio_start, len(utt.audio), beam, prompt)
         if self._asr_last is not None and self._asr_last[0] == key:
             lat["asr"] = 0.0
             return self._asr_last[1]
         t = time.perf_counter()
-        tr = self.transcriber.transcribe(utt.audio)
+        tr = self.transcriber.transcribe(utt.audio, prompt=prompt, beam_size=beam)
         lat["asr"] = (time.perf_counter() - t) * 1000.0
         self._asr_last = (key, tr)
         return tr

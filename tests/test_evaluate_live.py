@@ -68,7 +68,8 @@ def test_command_on_a_rendered_dialogue(tmp_path, capsys):
     assert out["dialogues"] == 1 and out["utterances"] >= 4
     assert out["matched_share"] >= 75.0 and out["wer"] <= 30.0
     assert out["per_dialogue"][0]["speakers"] == out["per_dialogue"][0]["speakers_true"]
-    assert out["provisionals"] >= out["finals"] - 1  # one at each utterance's pause (all but a last cut off)
+    # one at each utterance's pause (all but a last cut off), unless overtaken by its final on a loaded machine
+    assert out["provisionals"] + out["provisional_skipped"] >= out["finals"] - 1
     assert out["latency_ms"]["final"]["n"] == out["finals"]
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["matched"] == out["matched"] and len(next(iter(saved["finals"].values()))) == out["finals"]
@@ -97,3 +98,50 @@ def test_settings_override():
     cfg = apply_overrides(load_runtime_config(None), ["segmentation.change_while_speaking=false",
                                                       "segmentation.boundary_pause_ms=700"])
     assert cfg.segmentation.boundary_pause_ms == 700 and cfg.segmentation.change_while_speaking is False
+
+
+def test_whisper_normalizer_on_a_known_pair():
+    """Raw WER counts spellings as errors; Whisper's normalizer writes numbers, contractions and
+    fillers one way, so only the real differences remain ("OK" for "okay", moved)."""
+    ref, hyp = "I'm gonna pay seven hundred dollars, okay?", "OK, I am going to pay $700."
+    assert word_edits(ref, hyp) == (8, 8)
+    assert word_edits(ref, hyp, whisper_norm=True) == (2, 7)
+    # the transcripts' disfluency marks are punctuation, not words
+    assert word_edits("I don't- I don't want to go...", "I don't, I don't want to go.") == (0, 9)
+    assert word_edits("", "words") == (1, 0) and word_edits("two words", "") == (2, 2)
+
+
+@pytest.mark.parametrize("module", ["runtime.evaluate_live", "runtime.tools.segmentation_sweep", "runtime.tools.asr_sweep"])
+def test_render_arguments_are_checked_alike(module, tmp_path):
+    """The three commands share their render arguments and the checks of them."""
+    import importlib
+
+    from train.common import InputError
+
+    main = importlib.import_module(module).main
+    with pytest.raises(InputError, match="--gap must be between 0 and 10"):
+        main(["--gap", "-1"])
+    with pytest.raises(InputError, match="--gap-range needs"):
+        main(["--gap-range", "2", "1"])
+    with pytest.raises(InputError, match="corpus file not found"):
+        main(["--data", str(tmp_path / "missing.pkl"), "--gap", "1"])
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")
+def test_asr_sweep_on_a_rendered_dialogue(tmp_path, capsys):
+    """The ASR sweep transcribes each gold utterance of a rendered validation dialogue per variant."""
+    pytest.importorskip("faster_whisper")
+    from runtime.tools.asr_sweep import main
+    from tests import live_fixtures as fx
+
+    data = fx.write_text_corpus(tmp_path / "corpus.pkl")
+    assert main(["--data", str(data), "--gap", "1.0", "--dialogues", "1", "--work", str(tmp_path / "renders"),
+                 "--variants", "default", "prompt", "--worst", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in
+            ("default", "prompt")}
+    assert set(rows) == {"default", "prompt"}
+    for name, row in rows.items():
+        wer_raw, wer_norm, no_words = float(row[1].rstrip("%")), float(row[2].rstrip("%")), int(row[3])
+        assert wer_raw <= 30.0 and wer_norm <= wer_raw + 1.0 and no_words == 0, (name, row)
+    assert "worst 2 utterances for default" in out

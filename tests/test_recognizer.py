@@ -116,10 +116,44 @@ class GatedTranscriber:
         self.inner, self.gate, self.skip, self.calls = inner, threading.Event(), list(skip_starts), 0
         self.model_path = inner.model_path
 
-    def transcribe(self, audio):
+    def transcribe(self, audio, **settings):
         self.gate.wait(60)
         self.calls += 1
-        return None if self.calls - 1 in self.skip else self.inner.transcribe(audio)
+        return None if self.calls - 1 in self.skip else self.inner.transcribe(audio, **settings)
+
+
+class RecordingTranscriber:
+    """The real transcriber; records each call's settings and what it returned."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.model_path = inner.model_path
+
+    def transcribe(self, audio, **settings):
+        out = self.inner.transcribe(audio, **settings)
+        self.calls.append((len(audio), settings, out.text if out is not None else None))
+        return out
+
+
+def test_final_transcripts_are_prompted_with_the_previous_finals(speech):
+    """A final view is decoded with asr.beam_size and the last asr.prompt_utterances final transcripts
+    as Whisper's prompt, in order; a provisional view greedily, without a prompt."""
+    audio, script = speech
+    rec_asr = RecordingTranscriber(fx.transcriber())
+    rec = make_recognizer(fx.text_model(), "onnx", transcriber=rec_asr).start()
+    push_file(rec, audio, paced=True)
+    utts = utterances(list(rec.events(timeout=60)))
+    assert len(utts) == 8
+    cfg = RuntimeConfig().asr
+    finals = [c for c in rec_asr.calls if c[1]["beam_size"] == cfg.beam_size]
+    provisional = [c for c in rec_asr.calls if c[1]["beam_size"] == cfg.provisional_beam_size]
+    assert cfg.beam_size != cfg.provisional_beam_size and cfg.prompt_utterances >= 2
+    assert len(finals) == 8 and provisional and len(finals) + len(provisional) == len(rec_asr.calls)
+    assert all(c[1]["prompt"] is None for c in provisional)
+    for i, (_, settings, _) in enumerate(finals):
+        said = [e["text"] for e in utts[:i]][-cfg.prompt_utterances:]
+        assert settings["prompt"] == (" ".join(said) or None), i
+    assert [c[2] for c in finals] == [e["text"] for e in utts]
 
 
 def test_capture_never_waits_for_the_model(speech):

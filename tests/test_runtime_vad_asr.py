@@ -191,6 +191,40 @@ def test_asr_keeps_a_real_thank_you(tmp_path, transcriber):
     assert t is not None and "thank" in t.text.lower()
 
 
+@needs_espeak
+@pytest.mark.parametrize("window", ["10s", "30s"])
+def test_asr_prompt_conditions_on_what_was_said_before(tmp_path, window, request):
+    """The previous transcripts given as the prompt steer the spelling of a rare word, on both decode
+    paths; without them tiny.en hears "grunion" as a common word."""
+    from runtime.tools.make_speech import VOICES, synthesize
+
+    transcriber = request.getfixturevalue("transcriber" if window == "10s" else "transcriber_30s")
+    audio = np.pad(synthesize("Did you ask Kate about the grunion?", VOICES["A"], tmp_path), SR // 4)
+    plain = transcriber.transcribe(audio)
+    prompted = transcriber.transcribe(audio, prompt="Kate and the grunion. The grunion run tonight.")
+    assert plain is not None and "grunion" not in plain.text.lower()
+    assert prompted is not None and "grunion" in prompted.text.lower()
+    # an empty prompt is no prompt
+    assert transcriber.transcribe(audio, prompt="  ").text == plain.text
+
+
+@needs_espeak
+def test_asr_long_utterance_is_transcribed_whole(tmp_path, transcriber):
+    """An utterance longer than the short window (Whisper's 30 s path) that starts with a repeated
+    word comes back whole, not refused as a repetition loop; a prompt longer than Whisper's
+    prompt limit is cut to its tail, not an error."""
+    from runtime.tools.make_speech import VOICES, synthesize
+
+    text = ("No, no, no. That's not my point. My point is that there's no point in coming down here "
+            "if we just leave. Don't you want to see it? We came all this way for the fish.")
+    audio = np.pad(synthesize(text, VOICES["B"], tmp_path), SR // 6)
+    assert len(audio) / SR > transcriber.cfg.context_s  # the standard path
+    for prompt in (None, "the grunion run " * 200):
+        t = transcriber.transcribe(audio, prompt=prompt)
+        assert t is not None, prompt
+        assert word_error_rate(text, t.text) <= 0.25, t.text
+
+
 def test_asr_model_errors(tmp_path):
     from runtime.asr import Transcriber
 

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from train.common import InputError, run_cli
+from train.common import run_cli
 
 
 def segment_dialogue(wav: Path, cfg, encoder) -> tuple[list[dict], int]:
@@ -66,42 +66,32 @@ def segment_dialogue(wav: Path, cfg, encoder) -> tuple[list[dict], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from runtime import evaluate_live as ev
+
     p = argparse.ArgumentParser(prog="python -m runtime.tools.segmentation_sweep",
                                 description="Utterance boundaries and speakers on spoken validation dialogues, no ASR.")
-    p.add_argument("--dialogues", type=int, default=None, metavar="N", help="the first N validation dialogues (default all)")
-    p.add_argument("--gap", type=float, default=None, help="fixed silence between utterances, seconds (default: drawn)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the drawn gaps (default 0)")
-    p.add_argument("--data", default=None, help="corpus file (default: the IEMOCAP train+valid pickle)")
+    ev.add_render_args(p)
     p.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one runtime setting")
-    p.add_argument("--work", default=None, help="where renders are kept (default: evaluate_live's)")
     p.add_argument("--diag", action="store_true", help="list the missed utterances with the other speaker on both sides")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.gap is not None and not 0.0 <= args.gap <= 10.0:
-        raise InputError(f"--gap must be between 0 and 10 seconds, got {args.gap}")
+    gap_arg, gap_range = ev.checked_gaps(args)
 
-    from runtime import evaluate_live as ev
     from runtime.config import apply_overrides, load_runtime_config
     from runtime.speakers import VoiceEncoder
-    from train.data import load_corpus
 
     cfg = apply_overrides(load_runtime_config(args.config), args.set)
-    data = Path(args.data) if args.data else ev.DEFAULT_DATA["iemocap"]
-    if not data.is_file():
-        raise InputError("corpus file not found (give --data)", path=str(data))
-    dialogues = load_corpus(data).split("valid")[: args.dialogues]  # validation only: never a test split
-    if not dialogues:
-        raise InputError("no validation dialogues", path=str(data))
-    work = Path(args.work) if args.work else ev.REPO / "cache" / "evaluate_live"
+    dialogues = ev.validation_dialogues(args, "iemocap")  # validation only: never a test split
+    work = Path(args.work)
     encoder = VoiceEncoder(cfg.speakers.cache_dir)
     t0 = time.perf_counter()
     tot = dict(n=0, matched=0, both=0, both_matched=0, pure=0, judged=0, count_right=0, changes=0)
-    gap = f"{args.gap:g} s gaps" if args.gap is not None else f"gaps drawn from {ev.GAP_RANGE[0]:g}-{ev.GAP_RANGE[1]:g} s"
+    gap = f"{gap_arg:g} s gaps" if gap_arg is not None else f"gaps drawn from {gap_range[0]:g}-{gap_range[1]:g} s"
     print(f"segmentation alone, {len(dialogues)} validation dialogues, {gap}" + (f", --set {' '.join(args.set)}" if args.set else ""))
     for d in dialogues:
-        wav, gold = ev.render_dialogue(d, work, args.gap, args.seed)
+        wav, gold = ev.render_dialogue(d, work, gap_arg, args.seed, gap_range)
         finals, changes = segment_dialogue(wav, cfg, encoder)
         ok = [m is not None for m in ev.match(finals, gold)]
         both = ev.other_speaker_both_sides(gold)
