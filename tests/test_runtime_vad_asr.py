@@ -425,3 +425,28 @@ def test_voice_encoder_without_cache_or_torch_is_a_clear_error(tmp_path, monkeyp
     with pytest.raises(InputError, match=r"not built yet .* needs torch and librosa \(torch is missing\)"):
         ensure_encoder_onnx(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_espeak
+def test_asr_refused_prompted_decode_is_retried_without_the_prompt(tmp_path, transcriber, monkeypatch):
+    """When the guards refuse what Whisper made of the audio with the prompt, the audio is decoded
+    again without it (and only then)."""
+    from runtime.asr import Transcriber
+    from runtime.tools.make_speech import VOICES, synthesize
+
+    audio = np.pad(synthesize("I did not want you to worry about me.", VOICES["A"], tmp_path), SR // 4)
+    real = Transcriber._guarded
+    seen = []
+
+    def refuse_prompted(self, audio, level, prompt, beam, t0):
+        seen.append(prompt)
+        return None if prompt else real(self, audio, level, prompt, beam, t0)
+
+    monkeypatch.setattr(Transcriber, "_guarded", refuse_prompted)
+    t = transcriber.transcribe(audio, prompt="Why did you not tell me?")
+    assert seen == ["Why did you not tell me?", None]
+    assert t is not None and word_error_rate("I did not want you to worry about me.", t.text) <= 0.25
+    seen.clear()
+    assert transcriber.transcribe(audio) is not None and seen == [None]
+    seen.clear()
+    assert transcriber.transcribe(np.zeros(2 * SR, np.float32), prompt="anything") is None and seen == []  # level gate
