@@ -450,3 +450,14 @@ def test_asr_refused_prompted_decode_is_retried_without_the_prompt(tmp_path, tra
     assert transcriber.transcribe(audio) is not None and seen == [None]
     seen.clear()
     assert transcriber.transcribe(np.zeros(2 * SR, np.float32), prompt="anything") is None and seen == []  # level gate
+
+
+def test_asr_decoding_settings_are_checked():
+    from runtime.config import apply_overrides, load_runtime_config
+
+    cfg = apply_overrides(load_runtime_config(None), ["asr.prompt_utterances=0", "asr.provisional_beam_size=2"])
+    assert cfg.asr.prompt_utterances == 0 and cfg.asr.provisional_beam_size == 2
+    with pytest.raises(InputError, match="prompt_utterances must be between 0 and 8"):
+        apply_overrides(load_runtime_config(None), ["asr.prompt_utterances=9"])
+    with pytest.raises(InputError, match="provisional_beam_size must be >= 1"):
+        apply_overrides(load_runtime_config(None), ["asr.provisional_beam_size=0"])
