@@ -4,7 +4,8 @@
 
 * VAD: streaming silero (512-sample windows fed one 32 ms chunk at a time) -- milliseconds of
   compute per second of audio, and per window;
-* ASR: faster-whisper latency per utterance (p50/p95), and for utterances of about 3 s;
+* ASR: faster-whisper latency per utterance (p50/p95), and for utterances of about 3 s, with the
+  provisional views' settings and the finals' side by side;
 * speakers: ONNX voice-encoder latency per utterance (p50/p95), plus the clustering step.
 
 Input: a generated two-voice conversation (espeak-ng + sox) in a temporary directory.
@@ -69,28 +70,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         asr = Transcriber(AsrConfig(model=args.asr_model, cpu_threads=args.threads))
         print(f"ASR   : model load {time.perf_counter() - t:.2f} s ({asr.model_path.name}, {asr.device}/{asr.compute_type})")
         asr.transcribe(utts[0].audio)  # warm-up
-        lat, lat3 = [], []
+        cfg = asr.cfg
+        # the live pipeline's two settings, interleaved utterance by utterance (same load for both):
+        # provisional views greedy without a prompt, finals with beam search and the previous
+        # final transcripts as the prompt
+        settings = {f"provisional (beam {cfg.provisional_beam_size}, no prompt)": (cfg.provisional_beam_size, 0),
+                    f"final (beam {cfg.beam_size}, prompt of {cfg.prompt_utterances})": (cfg.beam_size, cfg.prompt_utterances)}
+        lat = {k: [] for k in settings}
+        lat3 = {k: [] for k in settings}
         for _ in range(args.repeats):
+            said: list[str] = []
             for u in utts:
-                t = time.perf_counter()
-                asr.transcribe(u.audio)
-                ms = 1000 * (time.perf_counter() - t)
-                lat.append(ms)
-                if abs(len(u.audio) / SAMPLE_RATE - 3.0) <= 0.35:
-                    lat3.append(ms)
+                for k, (beam, n_prompt) in settings.items():
+                    prompt = " ".join(said[-n_prompt:]) if n_prompt else None
+                    t = time.perf_counter()
+                    out = asr.transcribe(u.audio, prompt=prompt, beam_size=beam)
+                    ms = 1000 * (time.perf_counter() - t)
+                    lat[k].append(ms)
+                    if abs(len(u.audio) / SAMPLE_RATE - 3.0) <= 0.35:
+                        lat3[k].append(ms)
+                if out is not None:
+                    said.append(out.text)  # the final setting's transcript (the last one run)
         lens = [len(u.audio) / SAMPLE_RATE for u in utts]
-        print(f"ASR   : all utterances ({min(lens):.1f}-{max(lens):.1f} s of audio): {pct(lat)}")
-        if lat3:
-            print(f"ASR   : utterances of 3.0 +- 0.35 s:            {pct(lat3)}")
+        for k in settings:
+            print(f"ASR   : {k}, all utterances ({min(lens):.1f}-{max(lens):.1f} s of audio): {pct(lat[k])}")
+            if lat3[k]:
+                print(f"ASR   : {k}, utterances of 3.0 +- 0.35 s:            {pct(lat3[k])}")
         exact = np.concatenate([utts[2].audio, np.zeros(SAMPLE_RATE * 3, np.float32)])[: 3 * SAMPLE_RATE]
-        l3, c3 = [], []
-        for _ in range(args.repeats * 3):
-            t, c = time.perf_counter(), time.process_time()
-            asr.transcribe(exact)
-            l3.append(1000 * (time.perf_counter() - t))
-            c3.append(1000 * (time.process_time() - c))
-        print(f"ASR   : exactly 3.00 s:                          {pct(l3)}")
-        print(f"ASR   : exactly 3.00 s, CPU time (all threads):  {pct(c3)}")
+        for k, (beam, _) in settings.items():
+            l3, c3 = [], []
+            for _ in range(args.repeats * 3):
+                t, c = time.perf_counter(), time.process_time()
+                asr.transcribe(exact, beam_size=beam)
+                l3.append(1000 * (time.perf_counter() - t))
+                c3.append(1000 * (time.process_time() - c))
+            print(f"ASR   : {k}, exactly 3.00 s:                          {pct(l3)}")
+            print(f"ASR   : {k}, exactly 3.00 s, CPU time (all threads):  {pct(c3)}")
 
         t = time.perf_counter()
         enc = VoiceEncoder(cache_dir=cache)
