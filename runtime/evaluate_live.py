@@ -418,6 +418,8 @@ def print_report(summary: dict[str, Any], header: str, out=sys.stdout) -> None:
     print(f"emotion wF1 on matched utterances: live {fmt(s['emotion_wf1_live_matched'])}, offline causal on gold text "
           f"{fmt(s['emotion_wf1_offline_matched'])} (offline on all rendered utterances: {fmt(s['emotion_wf1_offline_all'])})",
           file=out)
+    print(f"final events: {s['finals']}; provisional events: {s['provisionals']} ({s['provisional_skipped']} more views "
+          "skipped as out of date: their final came first)", file=out)
     for k, name in (("provisional", "end of speech -> provisional"), ("final", "end of speech -> final"),
                     ("final_after_close", "utterance closed -> final")):
         v = s["latency_ms"].get(k)
@@ -436,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="override one runtime setting, e.g. --set segmentation.boundary_pause_ms=700")
     p.add_argument("--speakers", type=int, metavar="N", help="fix the number of speakers")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--out", metavar="FILE", help="also write the JSON figures (and every event) to FILE")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON figures (and the final events, final_events) to FILE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -473,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "gap_range": [lo, hi], "seed": args.seed, "overrides": list(args.set),
                         "speakers": args.speakers}
     if args.out:
-        write_text_atomic(args.out, json.dumps({**summary, "finals": all_events}, indent=1))
+        write_text_atomic(args.out, json.dumps({**summary, "final_events": all_events}, indent=1))
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

@@ -72,7 +72,7 @@ def test_command_on_a_rendered_dialogue(tmp_path, capsys):
     assert out["provisionals"] + out["provisional_skipped"] >= out["finals"] - 1
     assert out["latency_ms"]["final"]["n"] == out["finals"]
     saved = json.loads((tmp_path / "out.json").read_text())
-    assert saved["matched"] == out["matched"] and len(next(iter(saved["finals"].values()))) == out["finals"]
+    assert saved["matched"] == out["matched"] and saved["finals"] == out["finals"] == len(next(iter(saved["final_events"].values())))
     # the render is reused
     assert len(list((tmp_path / "renders").iterdir())) == 1
     rc = main(["--model", str(model), "--data", str(data), "--gap", "1.0", "--dialogues", "1", "--json",
