@@ -97,11 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if lat3[k]:
                 print(f"ASR   : {k}, utterances of 3.0 +- 0.35 s:            {pct(lat3[k])}")
         exact = np.concatenate([utts[2].audio, np.zeros(SAMPLE_RATE * 3, np.float32)])[: 3 * SAMPLE_RATE]
-        for k, (beam, _) in settings.items():
+        for k, (beam, n_prompt) in settings.items():
+            prompt = " ".join(said[-n_prompt:]) if n_prompt else None
             l3, c3 = [], []
             for _ in range(args.repeats * 3):
                 t, c = time.perf_counter(), time.process_time()
-                asr.transcribe(exact, beam_size=beam)
+                asr.transcribe(exact, prompt=prompt, beam_size=beam)
                 l3.append(1000 * (time.perf_counter() - t))
                 c3.append(1000 * (time.process_time() - c))
             print(f"ASR   : {k}, exactly 3.00 s:                          {pct(l3)}")
