@@ -136,11 +136,11 @@ def test_asr_sweep_on_a_rendered_dialogue(tmp_path, capsys):
 
     data = fx.write_text_corpus(tmp_path / "corpus.pkl")
     assert main(["--data", str(data), "--gap", "1.0", "--dialogues", "1", "--work", str(tmp_path / "renders"),
-                 "--variants", "default", "prompt", "--worst", "2"]) == 0
+                 "--variants", "default", "greedy_prompt", "--worst", "2"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in
-            ("default", "prompt")}
-    assert set(rows) == {"default", "prompt"}
+            ("default", "greedy_prompt")}
+    assert set(rows) == {"default", "greedy_prompt"}
     for name, row in rows.items():
         wer_raw, wer_norm, no_words = float(row[1].rstrip("%")), float(row[2].rstrip("%")), int(row[3])
         assert wer_raw <= 30.0 and wer_norm <= wer_raw + 1.0 and no_words == 0, (name, row)

@@ -3,7 +3,7 @@
 ::
 
     python -m runtime.tools.asr_sweep --gap 1.0 --dialogues 6
-    python -m runtime.tools.asr_sweep --gap 1.0 --dialogues 2 --variants default beam5 prompt fw_defaults
+    python -m runtime.tools.asr_sweep --gap 1.0 --dialogues 2 --variants default greedy beam5 fw_defaults
 
 A rerunnable measurement, not a test: for choosing ASR settings (``asr:`` in configs/runtime.yaml)
 on the same validation renders as :mod:`runtime.evaluate_live` (shared render arguments), with the
@@ -11,11 +11,13 @@ segmentation taken out of the picture. Each gold utterance's audio is cut exactl
 rendering (its true span, plus ``pad`` seconds of the rendering on each side, as the VAD's
 ``speech_pad_ms`` does) and transcribed by each variant:
 
-* ``default``: :class:`runtime.asr.Transcriber` with the configured settings;
-* ``beam3``, ``beam5``, ``ctx30`` (Whisper's 30 s window), ``pad0`` / ``pad300`` (span edges): one change each;
-* ``prompt`` / ``prompt_beam5`` (``prompt2_beam5``, ``prompt8_beam5``): Whisper conditioned on the
-  previous 4 (2, 8) utterances' transcripts of the dialogue (this variant's own, as the live
-  pipeline has its previous finals);
+* ``default``: :class:`runtime.asr.Transcriber` as the live pipeline decodes a final transcript
+  (``asr.beam_size``, the previous ``asr.prompt_utterances`` transcripts as the prompt);
+* ``greedy`` (beam 1), ``beam3``, ``beam5``: no prompt;
+* ``ctx30`` (Whisper's 30 s window), ``pad0`` / ``pad300`` (span edges): greedy, one change each;
+* ``greedy_prompt``, ``prompt_beam5``, ``prompt_beam10``: the previous 4 transcripts as the prompt;
+  ``prompt2_beam5``, ``prompt8_beam5``: the previous 2 / 8. The prompt is the dialogue's previous
+  transcripts by this variant (as the live pipeline has its previous finals);
 * ``fw_defaults``: faster-whisper's own ``transcribe`` with its defaults (beam 5, temperature
   fallback, ``condition_on_previous_text``, 30 s window), no guards of ours.
 
@@ -49,19 +51,22 @@ class Variant:
 
     asr: dict = field(default_factory=dict)
     pad_s: float | None = None  # None = the configured vad.speech_pad_ms
-    prompt: int = 0  # previous transcripts given as the prompt (0: none)
+    prompt: int | None = 0  # previous transcripts given as the prompt (0: none; None: asr.prompt_utterances)
     fw_defaults: bool = False
 
 
+GREEDY = {"beam_size": 1}
 VARIANTS: dict[str, Variant] = {
-    "default": Variant(),
+    "default": Variant(prompt=None),
+    "greedy": Variant(asr=GREEDY),
     "beam3": Variant(asr={"beam_size": 3}),
     "beam5": Variant(asr={"beam_size": 5}),
-    "ctx30": Variant(asr={"context_s": 30.0}),
-    "pad0": Variant(pad_s=0.0),
-    "pad300": Variant(pad_s=0.3),
-    "prompt": Variant(prompt=4),
+    "ctx30": Variant(asr={**GREEDY, "context_s": 30.0}),
+    "pad0": Variant(asr=GREEDY, pad_s=0.0),
+    "pad300": Variant(asr=GREEDY, pad_s=0.3),
+    "greedy_prompt": Variant(asr=GREEDY, prompt=4),
     "prompt_beam5": Variant(asr={"beam_size": 5}, prompt=4),
+    "prompt_beam10": Variant(asr={"beam_size": 10}, prompt=4),
     "prompt2_beam5": Variant(asr={"beam_size": 5}, prompt=2),
     "prompt8_beam5": Variant(asr={"beam_size": 5}, prompt=8),
     "fw_defaults": Variant(fw_defaults=True),
@@ -91,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runtime.tools.asr_sweep",
                                 description="ASR settings on the gold utterances of spoken validation dialogues.")
     ev.add_render_args(p)
-    p.add_argument("--variants", nargs="+", default=["default", "beam5", "prompt", "fw_defaults"],
-                   choices=sorted(VARIANTS), help="settings to compare (default: default beam5 prompt fw_defaults)")
+    p.add_argument("--variants", nargs="+", default=["default", "greedy", "beam5", "greedy_prompt"],
+                   choices=sorted(VARIANTS), help="settings to compare (default: default greedy beam5 greedy_prompt)")
     p.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one runtime setting")
     p.add_argument("--worst", type=int, default=0, metavar="N", help="list the N utterances with the most edits (first variant)")
@@ -136,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if v.fw_defaults:
                         text = fw_defaults_text(tr, a, cfg.asr.language)
                     else:
-                        prompt = " ".join(history[name][-v.prompt:]) if v.prompt else None
+                        n_prompt = cfg.asr.prompt_utterances if v.prompt is None else v.prompt
+                        prompt = " ".join(history[name][-n_prompt:]) if n_prompt else None
                         out = tr.transcribe(a, prompt=prompt)
                         text = out.text if out is not None else ""
                     tal = tallies[name]
