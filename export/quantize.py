@@ -269,6 +269,11 @@ def _weight_matmuls(model) -> list:
 
 def _channel_absmax(model, tensors: Sequence[str], feeds: Iterable[Feed]) -> dict[str, np.ndarray]:
     """Per-channel (last axis) max |x| of each of ``tensors`` over the calibration ``feeds``."""
+    feeds = list(feeds)
+    if not feeds:
+        raise InputError("no calibration samples: smoothed INT8 needs at least one input")
+    if not tensors:
+        return {}
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -289,8 +294,6 @@ def _channel_absmax(model, tensors: Sequence[str], feeds: Iterable[Feed]) -> dic
             for t, x in zip(tensors, session.run(list(tensors), dict(feed))):
                 m = np.abs(x).reshape(-1, x.shape[-1]).max(0)
                 amax[t] = np.maximum(amax[t], m) if t in amax else m
-    if not amax:
-        raise InputError("no calibration samples: smoothed INT8 needs at least one input")
     return amax
 
 
