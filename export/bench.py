@@ -1,6 +1,6 @@
 """Benchmark of the exported artifacts on this machine (prints figures; not a test).
 
-``python -m export.bench [--model NAME_OR_DIR] [--export DIR] [--data PATH] [--n 200] [--json]``
+``python -m export.bench [--model NAME_OR_DIR] [--export DIR] [--data PATH] [--n 200] [--skip-text | --skip-graph] [--json]``
 
 * text encoder latency per utterance (one utterance per call, as the live runtime embeds
   them), p50/p95 in ms, for sentence-transformers (torch) vs ONNX FP32 vs ONNX INT8, the model
@@ -149,8 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", help="corpus for texts, calibration and parity (validation split; default: the model's data, else IEMOCAP)")
     p.add_argument("--n", type=int, default=200, help="timed calls per measurement")
     p.add_argument("--skip-text", action="store_true", help="skip the text encoder benchmark")
+    p.add_argument("--skip-graph", action="store_true", help="with --model: benchmark only its text encoder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = p.parse_args(argv)
+    if args.skip_text and args.skip_graph:
+        raise InputError("--skip-text and --skip-graph leave nothing to benchmark")
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     name = "minilm"
@@ -177,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["text_encoder"] = bench_text_encoder(export_dir, _items(data, max(args.n, 50)), args.n, name)
             if not args.json:
                 _print_text(result["text_encoder"])
-        if args.model:
+        if args.model and not args.skip_graph:
             from export.bench_graph import bench_graph, print_graph
 
             result["graph"] = bench_graph(args.model, export_dir if args.export else Path(tmp) / "graph", data, args.n, windows=WINDOWS)

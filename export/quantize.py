@@ -256,3 +256,118 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path, *, op_block_list: 
         onnx.save(fp16, str(tmp))
     log.info("FP16 %s -> %s", fp32_path.name, out_path.name)
     return out_path
+
+
+SMOOTH_ALPHA = 0.6  # chosen on IEMOCAP validation utterances (mean / min cosine to FP32), see smooth_int8's docstring
+
+
+def _weight_matmuls(model) -> list:
+    """MatMul nodes of ``model`` (an onnx.ModelProto) whose B is a 2-D initializer."""
+    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+    return [n for n in model.graph.node if n.op_type == "MatMul" and ranks.get(n.input[1]) == 2]
+
+
+def _channel_absmax(model, tensors: Sequence[str], feeds: Iterable[Feed]) -> dict[str, np.ndarray]:
+    """Per-channel (last axis) max |x| of each of ``tensors`` over the calibration ``feeds``."""
+    feeds = list(feeds)
+    if not feeds:
+        raise InputError("no calibration samples: smoothed INT8 needs at least one input")
+    if not tensors:
+        return {}
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the tensors must survive as named
+    opts.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="smooth-calib-") as tmp:
+        path = Path(tmp) / "probe.onnx"  # external data: the model may exceed protobuf's 2 GB in memory
+        onnx.save(probe, str(path), save_as_external_data=True, location="probe.data")
+        del probe
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        amax: dict[str, np.ndarray] = {}
+        for feed in feeds:
+            for t, x in zip(tensors, session.run(list(tensors), dict(feed))):
+                m = np.abs(x).reshape(-1, x.shape[-1]).max(0)
+                amax[t] = np.maximum(amax[t], m) if t in amax else m
+    return amax
+
+
+def smooth_int8(fp32_path: str | Path, out_path: str | Path, feeds: Iterable[Feed], *, alpha: float = SMOOTH_ALPHA,
+                block_size: int = 32, reduce_range: bool = REDUCE_RANGE) -> Path:
+    """INT8 copy of a transformer encoder with outlier activation channels, fast on CPUs without VNNI.
+
+    1. **Smoothing** (SmoothQuant, Xiao et al. 2023): each input channel j of a weight MatMul is
+       divided by ``s_j = max|x_j|^alpha / max|W_j|^(1-alpha)`` (a ``Mul`` node; MatMuls sharing an
+       input share it) and the weight's row j multiplied by it: the same product in exact arithmetic,
+       but the activation's outlier channels shrink so one per-tensor scale no longer crushes the
+       rest. ``max|x_j|`` comes from ``feeds`` (calibration inputs). onnxruntime offers this only in
+       static quantisation through neural-compressor's ONNX adaptor, hence this small pass.
+    2. **Dynamic INT8** (``MatMulInteger``, per-channel 7-bit weights, ``reduce_range``) on the
+       smoothed MatMuls whose output is at least as wide as their input (attention q/k/v/o and
+       the feed-forward up-projection) and on the embedding tables (``Gather``).
+    3. **8-bit blocks** (``MatMulNBits``, :func:`quantize_blockwise_int8`'s setting) on the
+       MatMuls that narrow (the feed-forward down-projection): their input, the GELU output,
+       carries token-and-channel outliers that smoothing does not tame (all-mpnet-base-v2:
+       smoothing everything gave cosine 0.972 mean, 0.90 min on validation utterances).
+    Products of two activations (attention scores) stay float.
+
+    all-mpnet-base-v2 (alpha 0.6, 16 calibration sentences), on 100 IEMOCAP validation
+    utterances, one per call: mean cosine to FP32 0.997, min 0.992; 114 of 436 MB; p50 0.56-0.75x
+    FP32's time per utterance on an AVX2 CPU without VNNI (blockwise alone: 0.87-1.0x).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+    except ImportError as e:  # onnxruntime's quantizer imports onnx_ir
+        raise InputError(f"smoothed INT8 needs {e.name}: pip install 'ariigcn[export]'") from None
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"smoothing alpha must be in (0, 1), got {alpha}")
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    model = onnx.load(str(fp32_path))
+    weights = {i.name: i for i in model.graph.initializer}
+    wide = [n for n in _weight_matmuls(model) if weights[n.input[1]].dims[0] <= weights[n.input[1]].dims[1]]
+    groups: dict[str, list] = {}
+    for n in wide:
+        groups.setdefault(n.input[0], []).append(n)
+    amax = _channel_absmax(model, list(groups), feeds)
+    smooth_nodes = {}
+    for x, users in groups.items():
+        ws = [numpy_helper.to_array(weights[n.input[1]]) for n in users]
+        wmax = np.max([np.abs(w).max(1) for w in ws], axis=0)  # (in,)
+        s = (np.maximum(amax[x], 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1 - alpha)).astype(np.float32)
+        for n, w in zip(users, ws):
+            weights[n.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), n.input[1]))
+            n.input[0] = x + "/smoothed"
+        model.graph.initializer.append(numpy_helper.from_array(1.0 / s, x + "/smooth_scale"))
+        smooth_nodes[x] = helper.make_node("Mul", [x, x + "/smooth_scale"], [x + "/smoothed"], name=x + "/smooth")
+    # each Mul right after its input's producer (graph inputs: first), so the order stays topological
+    nodes = [smooth_nodes[i.name] for i in model.graph.input if i.name in smooth_nodes]
+    for n in model.graph.node:
+        nodes.append(n)
+        nodes.extend(smooth_nodes[o] for o in n.output if o in smooth_nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    narrow = {n.name for n in _weight_matmuls(model)} - {n.name for n in wide}
+    with tempfile.TemporaryDirectory(prefix="smoothq-") as tmpdir, atomic_file(out_path) as tmp:
+        smoothed, pre, dyn = (Path(tmpdir) / f for f in ("smoothed.onnx", "pre.onnx", "dyn.onnx"))
+        onnx.save(model, str(smoothed))  # inline: onnxruntime's pre-processing moves it to its own scratch folder
+        del model
+        _preprocess(smoothed, pre)
+        exclude = _activation_products(pre) + [n.name for n in onnx.load(str(pre), load_external_data=False).graph.node if n.name in narrow]
+        quantize_dynamic(str(pre), str(dyn), op_types_to_quantize=["MatMul", "Gather"], per_channel=True, reduce_range=reduce_range,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+        cfg = nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4, bits=8)
+        q = nbits.MatMulNBitsQuantizer(onnx.load(str(dyn)), algo_config=cfg)
+        q.process()
+        log.info("smoothed INT8 (alpha %.2f; %d MatMuls dynamic per channel, reduce_range=%s; %d in 8-bit blocks of %d; int8 Gather) %s -> %s",
+                 alpha, len(wide), reduce_range, len(narrow), block_size, fp32_path.name, out_path.name)
+        q.model.save_model_to_file(str(tmp), use_external_data_format=False)
+    return out_path

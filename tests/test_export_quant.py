@@ -128,3 +128,57 @@ def test_blockwise_int8_survives_outlier_activations(tmp_path):
         ref = _run(fp32, x)[1:]
         rel[name] = float(np.abs(_run(q, x)[1:] - ref).max() / np.abs(ref).max())
     assert rel["blk"] < 0.05 and rel["dyn"] > 10 * rel["blk"], rel
+
+
+def _outlier_channel_mlp(tmp_path):
+    """x (batch, 32) -> MatMul (32 -> 64) -> Relu -> MatMul (64 -> 6), with the input's channels 3
+    and 17 some 100x larger than the rest in every row (the outlier channels of a transformer's
+    LayerNorm outputs)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w1 = (rng.standard_normal((D_IN, D_HID)) / np.sqrt(D_IN)).astype(np.float32)
+    w1[[3, 17]] /= 100.0  # the outlier channels contribute like the others
+    w2 = (rng.standard_normal((D_HID, D_OUT)) / np.sqrt(D_HID)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="up"), helper.make_node("Relu", ["h0"], ["h1"]),
+             helper.make_node("MatMul", ["h1", "w2"], ["logits"], name="down")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", D_IN])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", D_OUT])],
+                              initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    path = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _outlier_inputs(n, seed):
+    x = _inputs(n, seed)
+    x[:, [3, 17]] *= 100.0
+    return x
+
+
+def test_smoothed_int8_survives_outlier_channels(tmp_path):
+    """Smoothing moves the outlier channels' range into the weights: the widening MatMul runs as
+    dynamic INT8 (MatMulInteger) after a per-channel Mul, the narrowing one in 8-bit blocks, and
+    the result stays close to FP32 where plain dynamic INT8 does not."""
+    from export.quantize import smooth_int8
+
+    fp32 = _outlier_channel_mlp(tmp_path)
+    smoothed = smooth_int8(fp32, tmp_path / "mlp.smooth.onnx", [{"x": _outlier_inputs(16, s)} for s in range(4)])
+    ops = [n.op_type for n in onnx.load(str(smoothed)).graph.node]
+    assert ops.count("MatMulInteger") == 1 and ops.count("MatMulNBits") == 1 and "MatMul" not in ops and "Mul" in ops
+    dyn = quantize_dynamic_int8(fp32, tmp_path / "mlp.dyn.onnx")
+    x = _outlier_inputs(64, 9)
+    ref = _run(fp32, x)
+    rel = {name: float(np.abs(_run(q, x) - ref).max() / np.abs(ref).max()) for name, q in (("smooth", smoothed), ("dyn", dyn))}
+    assert rel["smooth"] < 0.05 and rel["dyn"] > 10 * rel["smooth"], rel
+
+
+def test_smoothed_int8_refuses_bad_calibration(tmp_path):
+    from export.quantize import smooth_int8
+
+    fp32 = _outlier_channel_mlp(tmp_path)
+    with pytest.raises(InputError, match="no calibration samples"):
+        smooth_int8(fp32, tmp_path / "a.onnx", [])
+    with pytest.raises(InputError, match="alpha must be in"):
+        smooth_int8(fp32, tmp_path / "b.onnx", [{"x": _outlier_inputs(4, 0)}], alpha=1.5)
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()

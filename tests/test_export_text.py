@@ -83,6 +83,42 @@ def test_int8_close_to_fp32_and_smaller(exported):
     assert files.int8.stat().st_size < files.onnx.stat().st_size / 3
 
 
+def test_smoothed_int8_keeps_the_embedding_and_what_the_runtime_needs(exported, tmp_path):
+    """The smoothed INT8 method (mpnet's; here on MiniLM, which is quick to export): smoothing Muls,
+    integer MatMuls and 8-bit blocks in the file, the metadata the extractor loads (identity,
+    sequence limit), and embeddings close to FP32 on sentences that were not its calibration."""
+    import shutil
+    from dataclasses import replace
+
+    import onnx
+
+    from export.text_encoder import CALIBRATION_TEXTS
+
+    out, files = exported
+    for f in (ENCODER_FILE, TOKENIZER_FILE):
+        shutil.copy(out / f, tmp_path / f)
+    files = quantize_text_encoder(replace(files, onnx=tmp_path / ENCODER_FILE, tokenizer=tmp_path / TOKENIZER_FILE, int8=None), "smoothed")
+    assert files.int8 == tmp_path / ENCODER_INT8_FILE
+    ops = [n.op_type for n in onnx.load(str(files.int8)).graph.node]
+    assert ops.count("MatMulNBits") == 6 and ops.count("MatMulInteger") == 6 * 5 and "Mul" in ops  # per layer: q/k/v/o/up; down
+    fp32_ext, int8_ext = OnnxMiniLMExtractor(tmp_path), OnnxMiniLMExtractor(tmp_path, precision="int8")
+    assert int8_ext.identity == fp32_ext.identity and int8_ext.max_length == fp32_ext.max_length == 256
+    assert not set(PARITY_TEXTS) & set(CALIBRATION_TEXTS)
+    fp32, int8 = fp32_ext.extract(_items(PARITY_TEXTS)), int8_ext.extract(_items(PARITY_TEXTS))
+    cos = (fp32 * int8).sum(1) / np.linalg.norm(int8, axis=1)
+    assert cos.min() > 0.97, cos
+    assert files.int8.stat().st_size < files.onnx.stat().st_size / 3
+
+
+def test_int8_method_by_encoder(exported):
+    from export.text_encoder import int8_method
+
+    assert int8_method("minilm") == "dynamic" and int8_method("minilm-ctx-meld") == "dynamic"
+    assert int8_method("mpnet") == "smoothed" and int8_method("mpnet-ft-iemocap") == "smoothed"
+    with pytest.raises(InputError, match="unknown text encoder INT8 method"):
+        quantize_text_encoder(exported[1], "int4")
+
+
 def test_registry_maps_minilm_onnx(exported):
     from train.features.registry import get_extractor
 

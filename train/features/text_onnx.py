@@ -72,7 +72,7 @@ class OnnxMiniLMExtractor:
             self.max_length = int(meta[META_MAX_LENGTH])
         except (KeyError, TypeError, ValueError):
             raise InputError("ONNX model lacks the text encoder metadata; re-export it with python -m export.text_encoder", path=str(model_file)) from None
-        self.tokenizer = _load_tokenizer(tok_file, self.max_length)
+        self.tokenizer = load_tokenizer(tok_file, self.max_length)
 
     def extract(self, items: Sequence[UtteranceInput]) -> np.ndarray:
         """(len(items), dim) float32; a NaN row where the text is blank (as the torch extractor)."""
@@ -95,7 +95,7 @@ class OnnxMiniLMExtractor:
         return emb.astype(np.float32, copy=False)
 
 
-def _load_tokenizer(path: Path, max_length: int):
+def load_tokenizer(path: Path, max_length: int):
     """``tokenizers`` tokenizer set up like sentence-transformers: truncate to ``max_length``,
     pad to the longest sequence of the batch (tokenizer.json's own fixed padding is replaced)."""
     try:
