@@ -5,6 +5,7 @@ and generated two-voice speech (espeak-ng + sox).
 """
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -110,16 +111,22 @@ def test_one_event_per_utterance(speech):
 
 
 class GatedTranscriber:
-    """The real transcriber behind a gate: the model thread blocks until the test opens it."""
+    """The real transcriber behind a gate: the model thread blocks until the test opens it.
+    ``skip_words``: a decode whose transcript holds any of these words finds "no words" (None),
+    so one spoken utterance is lost in every view of it, whatever order the views are decoded in
+    (a final is decoded again with its own settings, so counting calls would not say which)."""
 
-    def __init__(self, inner, skip_starts=()):
-        self.inner, self.gate, self.skip, self.calls = inner, threading.Event(), list(skip_starts), 0
+    def __init__(self, inner, skip_words=()):
+        self.inner, self.gate, self.skip, self.calls = inner, threading.Event(), {w.lower() for w in skip_words}, 0
         self.model_path = inner.model_path
 
     def transcribe(self, audio, **settings):
         self.gate.wait(60)
         self.calls += 1
-        return None if self.calls - 1 in self.skip else self.inner.transcribe(audio, **settings)
+        out = self.inner.transcribe(audio, **settings)
+        if out is not None and self.skip & set(re.findall(r"[a-z]+", out.text.lower())):
+            return None
+        return out
 
 
 class RecordingTranscriber:
@@ -175,9 +182,10 @@ def test_capture_never_waits_for_the_model(speech):
 
 
 def test_utterance_without_words_gets_no_event(speech):
-    """The ASR finds no words in utterance 2: a warning, no label, and the rest carry on."""
+    """The ASR finds no words in utterance 2 ("Thank you, I was really nervous about the
+    interview."): a warning, no label, and the rest carry on."""
     audio, script = speech
-    gated = GatedTranscriber(fx.transcriber(), skip_starts=[2])
+    gated = GatedTranscriber(fx.transcriber(), skip_words=["thank", "nervous", "interview"])
     gated.gate.set()
     rec = make_recognizer(fx.text_model(), "onnx", transcriber=gated).start()
     push_file(rec, audio)
