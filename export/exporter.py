@@ -206,12 +206,14 @@ def exportable_text(name: str) -> bool:
 def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, expect=None):
     """Export text extractor ``name`` (see :func:`exportable_text`) into ``out``: ONNX, tokenizer,
     ``context.json`` for context encoders, INT8 when asked. ``expect``: the identity the model's
-    features came from; the installed encoder must match it. Returns the ``TextEncoderFiles``.
+    features came from; the installed encoder must match it. Returns the ``TextEncoderFiles`` and
+    the INT8 copy's details for the manifest (``method``; ``calibration`` when smoothed).
 
     The export is kept in ``<cache>/exports/`` (keyed by the encoder's identity, which hashes a
-    fine-tune's adapter too, the opset and the INT8 method) and copied from there next time: a
-    fine-tuned mpnet is merged and exported once per machine, frozen encoders once for all models."""
-    from export.text_encoder import export_text_encoder, int8_method, quantize_text_encoder
+    fine-tune's adapter too, the opset, the INT8 method and its calibration) and copied from there
+    next time: a fine-tuned mpnet is merged and exported once per machine, frozen encoders once for
+    all models."""
+    from export.text_encoder import BUILTIN_CALIBRATION, calibration_for, export_text_encoder, int8_method, quantize_text_encoder
     from train.features.registry import resolve
 
     encoder_cls = resolve(name)  # frozen: its default model; fine-tuned: the shipped adapter
@@ -223,7 +225,10 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
         )
     method = int8_method(name)
     context = name not in FROZEN_TEXT
-    cached = _exported_encoder_cache(installed, opset, method)
+    calibration = calibration_for(encoder_cls.shipped if context else None) if int8 and method == "smoothed" else None
+    details = {"method": method, **({"calibration": calibration.source} if calibration else {})}
+    # the built-in sentences leave the key as before calibration was named in it (caches stay valid)
+    cached = _exported_encoder_cache(installed, opset, method, calibration.source if calibration and calibration.source != BUILTIN_CALIBRATION else "")
     files = _copy_cached_encoder(cached, out, int8, context)
     if files is None:
         if context:
@@ -233,16 +238,17 @@ def write_text_encoder(name: str, out: Path, *, int8: bool, opset: int = 17, exp
         else:
             files = export_text_encoder(out, source=encoder_cls.default_path(), identity=installed, opset=opset)
         if int8:
-            files = quantize_text_encoder(files, method)
+            files = quantize_text_encoder(files, method, calibration)
         _fill_encoder_cache(out, cached, int8, context)
-    return files
+    return files, details
 
 
-def _exported_encoder_cache(identity, opset: int, method: str) -> Path:
+def _exported_encoder_cache(identity, opset: int, method: str, calibration: str = "") -> Path:
     from train.features.assembled import cache_root
     from train.features.cache import content_key
 
-    return cache_root() / "exports" / f"{identity.name}-{content_key(*identity.to_dict().values(), opset, method)[:12]}"
+    parts = (*identity.to_dict().values(), opset, method) + ((calibration,) if calibration else ())
+    return cache_root() / "exports" / f"{identity.name}-{content_key(*parts)[:12]}"
 
 
 def _copy_cached_encoder(cached: Path, out: Path, int8: bool, context: bool = False):
@@ -287,15 +293,13 @@ def _export_text(out: Path, manifest, em: mf.ExportManifest, int8: bool) -> None
     ident = manifest.extractors.get("text")
     if ident is None or not exportable_text(ident.name):
         return
-    files = write_text_encoder(ident.name, out, int8=int8, opset=em.opset, expect=ident)
+    files, int8_details = write_text_encoder(ident.name, out, int8=int8, opset=em.opset, expect=ident)
     if (out / CONTEXT_JSON).is_file() and ident.name not in FROZEN_TEXT:
         em.add_file(out, CONTEXT_JSON, mf.TEXT_CONTEXT, None)
     em.add_file(out, ENCODER_FILE, mf.TEXT_ENCODER, "fp32", max_length=files.max_length)
     em.add_file(out, TOKENIZER_FILE, mf.TOKENIZER, None)
     if int8:
-        from export.text_encoder import int8_method
-
-        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", method=int8_method(ident.name))
+        em.add_file(out, ENCODER_INT8_FILE, mf.TEXT_ENCODER, "int8", **int8_details)
 
 
 def _parity(net, cfg, manifest, out: Path, corpus, spec: GraphSpec, opts: ExportOptions) -> dict[str, Any]:

@@ -529,3 +529,41 @@ def test_mpnet_base_layers_split_at_the_cache_give_the_sentence_embedding():
     ref = ref_ex.encode(texts)
     np.testing.assert_allclose(got, ref, atol=1e-5)  # padded batch
     np.testing.assert_allclose(alone[0], ref[1], atol=1e-5)
+
+
+def test_int8_calibration_comes_from_the_encoders_own_training_inputs(trained, tmp_path, caplog):
+    """A fine-tuned encoder's smoothed INT8 is calibrated on its own training inputs, formatted as
+    it reads them (``export.text_encoder.calibration_for``); without its data, on the built-in
+    sentences, said in a warning."""
+    import logging
+    import shutil
+
+    from export.text_encoder import BUILTIN_CALIBRATION, CALIBRATION_SAMPLES, CALIBRATION_TEXTS, calibration_for
+    from tests import synthetic_pickles as sp
+    from train.data import load_corpus
+    from train.encoder_tuning import build_examples
+    from train.features.text_context import ContextFormat
+
+    enc = tmp_path / "enc"
+    shutil.copytree(trained.out, enc)
+    data = sp.write_pickle(tmp_path / "corpus.pkl", sp.make_cosmic_iemocap(n_dialogues=40, n_valid=4, n_test=0, min_len=4, max_len=8).obj)
+    info = json.loads((enc / "encoder.json").read_text())
+    info["training"]["data"], info["dataset"] = str(data), "iemocap"
+    (enc / "encoder.json").write_text(json.dumps(info))
+
+    cal = calibration_for(enc)
+    corpus = load_corpus(data, dataset="iemocap")
+    fmt = ContextFormat(**info["context"])
+    train_inputs = build_examples(corpus, "train", fmt).texts
+    assert len(cal.texts) == min(CALIBRATION_SAMPLES, len(train_inputs)) > 0
+    assert set(cal.texts) <= set(train_inputs) and cal.source == f"{len(cal.texts)} training inputs of corpus.pkl"
+    assert any(t.startswith("A: ") for t in cal.texts)  # formatted with the speaker tags this encoder reads
+    assert calibration_for(enc) == cal  # the same texts every time: the export cache's key names them
+
+    info["training"]["data"] = str(tmp_path / "gone.pkl")
+    (enc / "encoder.json").write_text(json.dumps(info))
+    with caplog.at_level(logging.WARNING, logger="export.text_encoder"):
+        fallback = calibration_for(enc)
+    assert fallback.source == BUILTIN_CALIBRATION and list(fallback.texts) == CALIBRATION_TEXTS
+    assert "gone.pkl" in caplog.text and "built-in sentences" in caplog.text
+    assert calibration_for(None).source == BUILTIN_CALIBRATION
