@@ -54,6 +54,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -76,6 +77,12 @@ STOCK_MIN_LOGPROB = -0.6
 HOP = 160  # Whisper mel frames are 10 ms
 FULL_WINDOW = 3000  # Whisper's 30 s window, in frames
 MAX_TOKENS = 448  # Whisper's decoder length: prompt + new tokens
+
+
+def previous_text_prompt(transcripts: Sequence[str], n: int) -> str | None:
+    """Whisper's prompt from what was said before: the last ``n`` of ``transcripts`` (oldest
+    first), joined; None when ``n`` is 0 or nothing was said (``transcripts[-0:]`` would be all)."""
+    return " ".join(transcripts[-n:]) or None if n > 0 else None
 
 
 def max_new_tokens(seconds: float) -> int:

@@ -64,6 +64,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from runtime.asr import previous_text_prompt
 from runtime.audio import AudioOverflowError, AudioQueue
 from runtime.config import SAMPLE_RATE, RuntimeConfig
 from runtime.conversation import Conversation
@@ -626,8 +627,7 @@ class Recognizer:
         a = self.cfg.asr
         if utt.final:
             beam = a.beam_size
-            said = [h.text for h in self._history_data][-a.prompt_utterances:] if a.prompt_utterances else []
-            prompt = " ".join(said) or None
+            prompt = previous_text_prompt([h.text for h in self._history_data], a.prompt_utterances)
         else:
             beam, prompt = a.provisional_beam_size, None
         key = (utt.audio_start, len(utt.audio), beam, prompt)

@@ -461,3 +461,13 @@ def test_asr_decoding_settings_are_checked():
         apply_overrides(load_runtime_config(None), ["asr.prompt_utterances=9"])
     with pytest.raises(InputError, match="provisional_beam_size must be >= 1"):
         apply_overrides(load_runtime_config(None), ["asr.provisional_beam_size=0"])
+
+
+def test_previous_text_prompt_takes_the_last_n_transcripts():
+    from runtime.asr import previous_text_prompt
+
+    said = ["I got the job.", "That is great.", "Thank you."]
+    assert previous_text_prompt(said, 2) == "That is great. Thank you."
+    assert previous_text_prompt(said, 8) == " ".join(said)
+    assert previous_text_prompt(said, 0) is None  # not said[-0:], which is everything
+    assert previous_text_prompt([], 4) is None

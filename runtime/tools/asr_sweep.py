@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm.auto import tqdm
 
-    from runtime.asr import Transcriber
+    from runtime.asr import Transcriber, previous_text_prompt
     from runtime.config import SAMPLE_RATE, apply_overrides, load_runtime_config
     from runtime.tools.make_speech import read_wav
 
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         text = fw_defaults_text(tr, a, cfg.asr.language)
                     else:
                         n_prompt = cfg.asr.prompt_utterances if v.prompt is None else v.prompt
-                        prompt = " ".join(history[name][-n_prompt:]) if n_prompt else None
+                        prompt = previous_text_prompt(history[name], n_prompt)
                         out = tr.transcribe(a, prompt=prompt)
                         text = out.text if out is not None else ""
                     tal = tallies[name]

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from runtime.asr import Transcriber
+    from runtime.asr import Transcriber, previous_text_prompt
     from runtime.config import AsrConfig
     from runtime.speakers import SpeakerClusterer, VoiceEncoder
     from runtime.tools.make_speech import make_conversation, read_wav
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             said: list[str] = []
             for u in utts:
                 for k, (beam, n_prompt) in settings.items():
-                    prompt = " ".join(said[-n_prompt:]) if n_prompt else None
+                    prompt = previous_text_prompt(said, n_prompt)
                     t = time.perf_counter()
                     out = asr.transcribe(u.audio, prompt=prompt, beam_size=beam)
                     ms = 1000 * (time.perf_counter() - t)
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"ASR   : {k}, utterances of 3.0 +- 0.35 s:            {pct(lat3[k])}")
         exact = np.concatenate([utts[2].audio, np.zeros(SAMPLE_RATE * 3, np.float32)])[: 3 * SAMPLE_RATE]
         for k, (beam, n_prompt) in settings.items():
-            prompt = " ".join(said[-n_prompt:]) if n_prompt else None
+            prompt = previous_text_prompt(said, n_prompt)
             l3, c3 = [], []
             for _ in range(args.repeats * 3):
                 t, c = time.perf_counter(), time.process_time()
