@@ -422,7 +422,10 @@ def test_unread_events_are_dropped_oldest_first_and_counted(speech):
     stopped = kept[-1]
     assert stopped["state"] == "stopped" and stopped["utterances"] == 8
     total = 1 + stopped["provisional"] + 8 + 1  # started, provisional and final utterance events, stopped
-    assert stopped["provisional"] >= 1 and stopped["events_dropped"] == total - 3
+    # provisional views were made; pushed unpaced, some or all may be overtaken by their finals
+    # before the model thread reaches them (provisional_skipped), which then emit no event
+    assert stopped["provisional"] + stopped["provisional_skipped"] >= 1
+    assert stopped["events_dropped"] == total - 3
     assert [e["index"] for e in utterances(kept)][-1] == 7 and kept[-2]["type"] == "utterance" and kept[-2]["final"]
 
 
