@@ -524,9 +524,9 @@ def test_stale_export_warns_loudly_when_falling_back(tmp_path, caplog):
     assert any(n.startswith("onnx-int8: the export was made from model version") for n in notes), notes
     caplog.clear()
     with caplog.at_level("WARNING"):
-        backend, notes = select_backend(fx.text_model())  # TensorRT missing: expected, not warned about
-    assert backend.name == "onnx-int8" and not [r for r in caplog.records if r.levelname == "WARNING"]
-    assert notes == ["trt: TensorRT is not installed (Python module 'tensorrt' not found)"]
+        backend, notes = select_backend(fx.text_model())  # a faster backend missing here: expected, not warned about
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    fx.check_fastest_exported_backend(backend.name, notes)  # onnx-int8 on this CPU, trt where TensorRT is
 
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is missing (bash .ci/setup.sh installs xvfb)")
