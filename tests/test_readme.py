@@ -72,6 +72,17 @@ def test_readme_commands_use_the_projects_interpreter():
             f"not runnable when pasted: {' '.join(argv)}"
 
 
+def test_readme_inline_commands_use_the_projects_interpreter():
+    """Commands quoted in the prose are pasted too: the `jq` filter for final labels was written
+    with a bare `python -m runtime.live ...`, which is not the project's interpreter."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    prose = re.sub(r"```.*?```", "", readme, flags=re.S)
+    spans = re.findall(r"`([^`]+)`", prose)
+    assert any(s.startswith(".venv/bin/python -m ") for s in spans)
+    bare = [s for s in spans if re.match(r"(?:[A-Z_]+=\S+\s+)*python3?\s", s) or re.search(r"[|;&]\s*python3?\s", s)]
+    assert not bare, f"not runnable when pasted: {bare}"
+
+
 def _module_and_args(argv: list[str]) -> tuple[str, list[str]] | None:
     if "-m" not in argv or not any(a.startswith(".venv/bin/") for a in argv):
         return None
