@@ -130,6 +130,12 @@ def test_record_then_replay(env, tmp_path):
     replay, r2 = run_live(["--video", str(rec_dir / "video.mp4"), "--audio", str(rec_dir / "audio.wav"), "--fast",
                            "--backend", "onnx", "--model", str(model), "--events", "-"], env)
     assert r2.returncode == 0, r2.stderr[-3000:]
+    # a video source took ~12 s to start with nothing printed: each slow step is said before "ready"
+    said = r2.stderr.splitlines()
+    steps = ["opening video: " + str(rec_dir / "video.mp4"), "loading the emotion model", "loading speech recognition",
+             "loading speaker recognition", "warming up", "ready in "]
+    at = [next((i for i, line in enumerate(said) if line.startswith(s)), None) for s in steps]
+    assert None not in at and at == sorted(at), r2.stderr[-3000:]
     a, b = utterances(events), utterances(replay)
     assert len(a) == len(b) == 8
     assert fx.word_error_rate(" ".join(e["text"] for e in a), " ".join(e["text"] for e in b)) <= 0.1
