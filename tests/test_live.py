@@ -535,6 +535,25 @@ def test_stale_export_warns_loudly_when_falling_back(tmp_path, caplog):
     assert notes == ["trt: TensorRT is not installed (Python module 'tensorrt' not found)"]
 
 
+def test_damaged_int8_export_warns_naming_what_cannot_run(tmp_path, caplog):
+    """An INT8 graph that no longer matches the export manifest: the runtime runs on the FP32 ONNX
+    export and the warning names onnx-int8 (it used to say "the fast ONNX path is unusable" while
+    running on ONNX) and a re-export command that names the model."""
+    from runtime.recognizer import select_backend
+
+    model = tmp_path / "model"
+    shutil.copytree(fx.text_model(), model)
+    int8 = next((model / "export").glob("graph*int8*.onnx"))
+    int8.write_bytes(int8.read_bytes()[:5000])
+    with caplog.at_level("WARNING"):
+        backend, notes = select_backend(model)
+    assert backend.name == "onnx"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("running on the slower onnx backend: onnx-int8 cannot run (graph"), warned[0]
+    assert "ONNX path is unusable" not in warned[0] and f"python -m export --model {model} --int8" in warned[0], warned[0]
+
+
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is missing (bash .ci/setup.sh installs xvfb)")
 def test_window_shows_the_overlay_under_a_virtual_display(env):
     """``--window`` after the one set-up command: the GUI OpenCV build draws the overlay on an X
