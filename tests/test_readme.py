@@ -31,6 +31,18 @@ def test_setup_installs_the_cpu_torch_wheel_first():
     assert setup.index("torch==2.13.0") < setup.index('pip install -q -e ".[')
 
 
+
+def test_setup_keeps_stdout_for_the_command_after_it():
+    """The quick start is `bash .ci/setup.sh && .venv/bin/python -m runtime.live --demo --events -`:
+    whatever set-up prints on stdout lands in the JSONL stream. train.setup_encoders printed its
+    report there ("all-mpnet-base-v2: ~/.cache/... (0.5 s)" before the first event). Every project
+    command set-up runs sends its stdout to stderr or /dev/null (or is captured by $(...))."""
+    setup = (ROOT / ".ci" / "setup.sh").read_text(encoding="utf-8")
+    runs = [l.split(" #", 1)[0] for l in setup.splitlines() if ".venv/bin/python -m " in l and not l.lstrip().startswith("#")]
+    assert len(runs) >= 2
+    loud = [l.strip() for l in runs if not (">&2" in l or ">/dev/null" in l or "$(.venv/bin/python -m" in l)]
+    assert not loud, f"set-up commands printing on stdout: {loud}"
+
 # -- every command in the README runs when pasted (issue #13 item 2) --------------------------------
 
 import os  # noqa: E402
