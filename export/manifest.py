@@ -187,23 +187,24 @@ def check_export(directory: str | Path, *, model_dir: str | Path | None = None, 
     """
     directory = Path(directory)
     manifest = read_export_manifest(directory)
+    rerun = f"re-export it: python -m export --model {model_dir} --int8" if model_dir is not None else "re-run python -m export"
     for name in files if files is not None else list(manifest.files):
         entry = manifest.files.get(name)
         if entry is None:
             raise ExportMismatchError(f"export manifest lists no file {name!r}", path=str(directory))
         path = directory / name
         if not path.is_file():
-            raise ExportMismatchError(f"exported file {name} is missing", path=str(directory), advice="re-run python -m export")
+            raise ExportMismatchError(f"exported file {name} is missing", path=str(directory), advice=rerun)
         if path.stat().st_size != entry.bytes or file_sha256(path) != entry.sha256:
             raise ExportMismatchError(
                 f"{name} does not match the export manifest (an artifact from another export or model version)",
-                path=str(directory), advice="re-run python -m export",
+                path=str(directory), advice=rerun,
             )
     if model_dir is not None:
         current = model_version(model_dir)
         if current != manifest.model_version:
             raise ExportMismatchError(
                 f"the export was made from model version {manifest.model_version}, the model directory is version {current}",
-                path=str(directory), advice=f"re-export it: python -m export --model {model_dir} --int8",
+                path=str(directory), advice=rerun,
             )
     return manifest

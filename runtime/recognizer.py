@@ -175,6 +175,7 @@ def select_backend(model: str | Path, name: str | None = None):
         return load_backend(directory, name), []
     notes: list[str] = []
     export_problem: ExportMismatchError | None = None
+    mismatched: list[str] = []  # backends whose export no longer matches the model
     failures: list[InputError] = []
     for candidate in BACKEND_ORDER:
         try:
@@ -186,6 +187,7 @@ def select_backend(model: str | Path, name: str | None = None):
         except ExportMismatchError as e:
             notes.append(f"{candidate}: {e.reason}")
             export_problem = export_problem or e
+            mismatched.append(candidate)
             log.debug("backend %s passed over: %s", candidate, e)
             continue
         except InputError as e:
@@ -198,7 +200,7 @@ def select_backend(model: str | Path, name: str | None = None):
             log.debug("backend %s passed over: %s", candidate, e)
             continue
         if export_problem is not None:
-            log.warning("running on the slower %s backend: the fast ONNX path is unusable (%s); %s", candidate,
+            log.warning("running on the slower %s backend: %s cannot run (%s); %s", candidate, " and ".join(mismatched),
                         export_problem.reason, export_problem.advice or "")
         elif notes:  # expected on most machines (no TensorRT on a CPU): said in the start event
             log.info("using backend %s; faster ones unavailable: %s", candidate, "; ".join(notes))

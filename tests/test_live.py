@@ -130,6 +130,12 @@ def test_record_then_replay(env, tmp_path):
     replay, r2 = run_live(["--video", str(rec_dir / "video.mp4"), "--audio", str(rec_dir / "audio.wav"), "--fast",
                            "--backend", "onnx", "--model", str(model), "--events", "-"], env)
     assert r2.returncode == 0, r2.stderr[-3000:]
+    # a video source took ~12 s to start with nothing printed: each slow step is said before "ready"
+    said = r2.stderr.splitlines()
+    steps = ["opening video: " + str(rec_dir / "video.mp4"), "loading the emotion model", "loading speech recognition",
+             "loading speaker recognition", "warming up", "ready in "]
+    at = [next((i for i, line in enumerate(said) if line.startswith(s)), None) for s in steps]
+    assert None not in at and at == sorted(at), r2.stderr[-3000:]
     a, b = utterances(events), utterances(replay)
     assert len(a) == len(b) == 8
     assert fx.word_error_rate(" ".join(e["text"] for e in a), " ".join(e["text"] for e in b)) <= 0.1
@@ -528,6 +534,39 @@ def test_stale_export_warns_loudly_when_falling_back(tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     fx.check_fastest_exported_backend(backend.name, notes)  # onnx-int8 on this CPU, trt where TensorRT is
 
+
+def test_damaged_int8_export_warns_naming_what_cannot_run(tmp_path, caplog):
+    """An INT8 graph that no longer matches the export manifest: the runtime runs on the FP32 ONNX
+    export and the warning names onnx-int8 (it used to say "the fast ONNX path is unusable" while
+    running on ONNX) and a re-export command that names the model."""
+    from runtime.recognizer import select_backend
+
+    model = tmp_path / "model"
+    shutil.copytree(fx.text_model(), model)
+    int8 = next((model / "export").glob("graph*int8*.onnx"))
+    int8.write_bytes(int8.read_bytes()[:5000])
+    with caplog.at_level("WARNING"):
+        backend, notes = select_backend(model)
+    assert backend.name == "onnx"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("running on the slower onnx backend: onnx-int8 cannot run (graph"), warned[0]
+    assert "ONNX path is unusable" not in warned[0] and f"python -m export --model {model} --int8" in warned[0], warned[0]
+
+
+
+def test_window_on_the_headless_opencv_build_names_the_build(monkeypatch, capsys):
+    """The server set-up (ARIIGCN_HEADLESS=1) installs OpenCV without its GUI: --window says so in
+    one line, before any model loads, instead of OpenCV's traceback at the first frame."""
+    from runtime import overlay
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(overlay, "opencv_has_gui", lambda: False)
+    assert run_cli(live.main, ["--demo", "--window"]) == 2
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "the headless build" in lines[0] and "ARIIGCN_HEADLESS" in lines[0], err
+    assert "loading" not in err and "Traceback" not in err
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is missing (bash .ci/setup.sh installs xvfb)")
 def test_window_shows_the_overlay_under_a_virtual_display(env):
