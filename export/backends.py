@@ -29,7 +29,7 @@ from export.manifest import GRAPH, ExportManifest, check_export, is_export_dir
 from train import backends as train_backends
 from train.backends import Backend, check_features
 from train.data.corpus import Dialogue
-from train.common import ExportMismatchError, InputError
+from train.common import ExportMismatchError, InputError, python_m
 from train.features.base import ExtractorIdentity
 from train.graph import ConversationWindow
 from train.model_dir import ModelManifest, WEIGHTS_FILE
@@ -53,7 +53,7 @@ def resolve_export_dir(model_dir: str | Path | None, export_dir: str | Path | No
         return model_dir / EXPORT_SUBDIR
     raise ExportMismatchError(
         f"no ONNX export for this model (looked for {EXPORT_SUBDIR}/manifest.json)",
-        advice=f"export it with: python -m export --model {model_dir} --out {model_dir / EXPORT_SUBDIR}",
+        advice=f"export it with: {python_m(f'export --model {model_dir} --out {model_dir / EXPORT_SUBDIR}')}",
         path=str(model_dir),
     )
 
@@ -93,7 +93,7 @@ class GraphBackend:
         if self.file is None:
             flag = {"int8": " --int8", "fp16": " --fp16"}.get(self.onnx_precision, "")
             raise ExportMismatchError(f"the export has no {self.onnx_precision} graph model", path=str(self.export_dir),
-                                      advice=f"re-run python -m export{flag}")
+                                      advice=f"re-run {python_m('export')}{flag}")
         # A model directory with weights is checked for the exact version the export came from.
         version_of = Path(model_dir) if model_dir is not None and (Path(model_dir) / WEIGHTS_FILE).is_file() else None
         self.export: ExportManifest = check_export(self.export_dir, model_dir=version_of, files=[self.file])
@@ -151,7 +151,7 @@ class GraphBackend:
             encoder, tokenizer = self.export.file(TEXT_ENCODER, precision), self.export.file(TOKENIZER)
             if encoder is None or tokenizer is None:
                 flag = " --int8" if precision == "int8" else ""
-                raise InputError(f"the export has no {precision} text encoder; re-run python -m export{flag} (without --no-text)", path=str(self.export_dir))
+                raise InputError(f"the export has no {precision} text encoder; re-run {python_m('export')}{flag} (without --no-text)", path=str(self.export_dir))
             context = self.export.file(TEXT_CONTEXT)
             check_export(self.export_dir, files=[encoder, tokenizer] + ([context] if context else []))
         extractor = get_extractor(want.name, backend="onnx", path=path or self.export_dir, precision=precision)

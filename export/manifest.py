@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from train.common import ExportMismatchError, InputError, file_sha256, write_text_atomic
+from train.common import ExportMismatchError, InputError, file_sha256, python_m, write_text_atomic
 from train.features.base import ExtractorIdentity
 
 MANIFEST_FILE = "manifest.json"
@@ -147,13 +147,13 @@ def read_export_manifest(directory: str | Path) -> ExportManifest:
     """Parse ``DIR/manifest.json``; InputError naming the file for anything missing or malformed."""
     f = Path(directory) / MANIFEST_FILE
     if not f.is_file():
-        raise InputError("no export manifest.json here (export with: python -m export --model NAME --out DIR)", path=str(directory))
+        raise InputError(f"no export manifest.json here (export with: {python_m('export --model NAME --out DIR')})", path=str(directory))
     try:
         raw = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise InputError(f"unreadable export manifest: {e}", path=str(f)) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise InputError(f"not an {FORMAT} manifest (a model directory? export it with python -m export)", path=str(f))
+        raise InputError(f"not an {FORMAT} manifest (a model directory? export it with {python_m('export')})", path=str(f))
     if raw.get("format_version") != FORMAT_VERSION:
         raise InputError(f"export manifest format_version {raw.get('format_version')!r}; this version reads {FORMAT_VERSION}", path=str(f))
     try:
@@ -187,7 +187,7 @@ def check_export(directory: str | Path, *, model_dir: str | Path | None = None, 
     """
     directory = Path(directory)
     manifest = read_export_manifest(directory)
-    rerun = f"re-export it: python -m export --model {model_dir} --int8" if model_dir is not None else "re-run python -m export"
+    rerun = f"re-export it: {python_m(f'export --model {model_dir} --int8')}" if model_dir is not None else f"re-run {python_m('export')}"
     for name in files if files is not None else list(manifest.files):
         entry = manifest.files.get(name)
         if entry is None:

@@ -43,7 +43,7 @@ import numpy as np
 
 from runtime.config import DEMO_DIR, SAMPLE_RATE, load_runtime_config
 from runtime.events import EventWriter, StatusLine
-from train.common import InputError, run_cli
+from train.common import InputError, python_m, run_cli
 
 log = logging.getLogger("runtime.live")
 
@@ -100,7 +100,7 @@ def resolve_sources(args) -> tuple[dict, dict | None]:
         if args.camera is not None or args.video or args.audio or args.mic:
             raise InputError("--demo replays the shipped sample; it takes no other source")
         if not DEMO_VIDEO.is_file():
-            raise InputError("the demo recording is missing; make it with: python -m runtime.tools.make_demo", path=str(DEMO_VIDEO))
+            raise InputError(f"the demo recording is missing; make it with: {python_m('runtime.tools.make_demo')}", path=str(DEMO_VIDEO))
         args.video = str(DEMO_VIDEO)
     if args.camera is not None and args.video:
         raise InputError("choose one video source: --camera or --video")

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.config import SAMPLE_RATE, SpeakerConfig
-from train.common import InputError, atomic_file, file_sha256
+from train.common import InputError, atomic_file, file_sha256, python_m
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def ensure_encoder_onnx(cache_dir: str | Path | None = None, checkpoint: str | P
     except ImportError as e:
         raise InputError(
             f"the ONNX voice encoder is not built yet in {cache} and building it needs torch and librosa "
-            f"({e.name} is missing); run `python -m runtime.speakers --build` once where they are installed, "
+            f"({e.name} is missing); run `{python_m('runtime.speakers --build')}` once where they are installed, "
             "or copy the .onnx file into that directory"
         ) from None
     cache.mkdir(parents=True, exist_ok=True)

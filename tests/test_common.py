@@ -83,3 +83,31 @@ def test_an_encoder_reading_more_past_turns_than_the_runtime_keeps_is_refused():
     assert ContextFormat(turns=MAX_CONTEXT_TURNS).turns == MAX_CONTEXT_TURNS
     with pytest.raises(InputError, match=f"0..{MAX_CONTEXT_TURNS}"):
         ContextFormat(turns=MAX_CONTEXT_TURNS + 1)
+
+
+
+def test_advice_names_the_interpreter_that_runs(tmp_path, monkeypatch):
+    """Commands in error messages are spelled so that they run when pasted: from the repository
+    root with the project's virtual environment that is ``.venv/bin/python -m ...`` (a bare
+    ``python`` there lacks the packages), elsewhere the interpreter's full path."""
+    import sys
+    from pathlib import Path
+
+    from export.backends import resolve_export_dir
+    from train.common import python_m
+
+    if sys.prefix == sys.base_prefix:
+        assert python_m("export") == "python -m export"
+        return
+    exe = Path(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    assert python_m("export --int8") == f"{exe} -m export --int8"
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    if exe.is_relative_to(root):  # the README's set-up: .venv in the repository
+        assert python_m("export") == f"{exe.relative_to(root)} -m export"
+    model = tmp_path / "model"  # a model directory without its export
+    model.mkdir()
+    with pytest.raises(InputError) as e:
+        resolve_export_dir(model)
+    assert f"export it with: {python_m('export --model')} {model} --out" in str(e.value), str(e.value)

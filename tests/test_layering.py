@@ -4,8 +4,8 @@ definition of the atomic rename and of the file hash.
 Floors: ``runtime -> export -> train``. An import edge is an ``import``/``from`` statement
 anywhere in a module (also inside functions), a module name given to ``importlib.import_module``
 / ``importlib.util.find_spec`` / ``__import__``, a ``"package.module:Name"`` registry string, or
-any other string constant that names a project module (a plugin list). Logger names are not
-imports.
+any other string constant that names a project module (a plugin list). Logger names and the
+commands that error messages advise (``python_m("train.setup_encoders")``) are not imports.
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def imports_of(module: str) -> dict[str, str]:
     tree = TREES[module]
     is_package = SOURCES[module].name == "__init__.py"
     docstrings = _docstrings(tree)
-    logger_args = {id(a) for n in ast.walk(tree) if isinstance(n, ast.Call) and _call_name(n) == "getLogger" for a in n.args}
+    # Logger names and commands spelled for advice (train.common.python_m) name modules without importing them.
+    logger_args = {id(a) for n in ast.walk(tree) if isinstance(n, ast.Call) and _call_name(n) in ("getLogger", "python_m") for a in n.args}
     found: dict[str, str] = {}
 
     def add(name: str | None, how: str) -> None:

@@ -62,6 +62,20 @@ class ExportMismatchError(InputError):
     model: the fast backends cannot use it until it is exported again."""
 
 
+def python_m(args: str) -> str:
+    """``python -m ARGS`` spelled with the interpreter that is running, so that the advice in a
+    message works when pasted: ``.venv/bin/python -m ...`` from the repository root (the README's
+    spelling; a bare ``python`` there lacks the project's packages), the interpreter's full path
+    in a virtual environment elsewhere, plain ``python`` when no virtual environment is active."""
+    if sys.prefix == sys.base_prefix:
+        return f"python -m {args}"
+    exe = Path(sys.executable)
+    try:
+        return f"{exe.relative_to(Path.cwd())} -m {args}"
+    except (ValueError, OSError):  # not under the working directory (or it is gone)
+        return f"{exe} -m {args}"
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``; turn an InputError into ``error: ...`` on stderr and exit code 2.
 

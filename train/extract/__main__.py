@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from train.common import InputError, run_cli
+from train.common import InputError, python_m, run_cli
 from train.extract import DEFAULT_EXTRACTORS, cache_path, extract_corpus
 from train.features.registry import get_extractor, known
 
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.encoder:
         kwargs["path"] = args.encoder
     if args.modality == "text" and args.backend == "onnx" and not args.encoder:
-        raise InputError("--backend onnx needs --encoder DIR, an exported text encoder (python -m export.text_encoder --out DIR)")
+        raise InputError(f"--backend onnx needs --encoder DIR, an exported text encoder ({python_m('export.text_encoder --out DIR')})")
     if args.modality != "text" and not args.media:
         raise InputError(f"{args.modality} extraction needs --media MANIFEST: a CSV with columns dialogue_id, utterance_index, path, start, end (seconds) naming each utterance's recording")
     corpus = load_corpus(args.data, dataset=args.dataset)

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from train.common import InputError
+from train.common import InputError, python_m
 from train.features.base import ExtractorIdentity
 from train.features.cache import FeatureFile
 
@@ -58,14 +58,14 @@ def apply_crossfit(corpus, modality: str, path: str | Path, identity: ExtractorI
     from train.extract import text_keys
 
     if not Path(path).is_file():
-        raise InputError(f"cross-fitted features not found (data.crossfit.{modality}); python -m train.finetune writes them "
+        raise InputError(f"cross-fitted features not found (data.crossfit.{modality}); {python_m('train.finetune')} writes them "
                          "as crossfit.npz beside the encoder when its config sets train.crossfit_folds", path=str(path))
     ff = FeatureFile.load(path)
     if ff.identity != identity:
         raise InputError(f"cross-fitted features of {ff.identity.name} ({ff.identity.version}), but data.extractors.{modality} gives "
                          f"{identity.name} ({identity.version}); use the crossfit.npz its fine-tune wrote", path=str(path))
     if ff.meta.get("split") != "train" or "context_turns" not in ff.meta:
-        raise InputError("not a crossfit file (written by python -m train.finetune with train.crossfit_folds)", path=str(path))
+        raise InputError(f"not a crossfit file (written by {python_m('train.finetune')} with train.crossfit_folds)", path=str(path))
     turns = int(ff.meta["context_turns"])
     replaced = 0
     for d in corpus.split("train"):

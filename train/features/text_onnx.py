@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from train.common import InputError
+from train.common import InputError, python_m
 from train.features.base import ExtractorIdentity, UtteranceInput
 from train.features.text import is_blank
 
@@ -61,7 +61,7 @@ class OnnxMiniLMExtractor:
         tok_file = self.path / TOKENIZER_FILE
         for f in (model_file, tok_file):
             if not f.is_file():
-                hint = " (export it with: python -m export.text_encoder --out DIR" + (" --int8" if precision == "int8" else "") + ")"
+                hint = f" (export it with: {python_m('export.text_encoder --out DIR')}" + (" --int8" if precision == "int8" else "") + ")"
                 raise InputError(f"no {f.name} in the text encoder directory{hint}", path=str(self.path))
         self.precision = precision
         self.batch_size = int(batch_size)
@@ -71,7 +71,7 @@ class OnnxMiniLMExtractor:
             self.identity = ExtractorIdentity(**json.loads(meta[META_IDENTITY]))
             self.max_length = int(meta[META_MAX_LENGTH])
         except (KeyError, TypeError, ValueError):
-            raise InputError("ONNX model lacks the text encoder metadata; re-export it with python -m export.text_encoder", path=str(model_file)) from None
+            raise InputError(f"ONNX model lacks the text encoder metadata; re-export it with {python_m('export.text_encoder')}", path=str(model_file)) from None
         self.tokenizer = load_tokenizer(tok_file, self.max_length)
 
     def extract(self, items: Sequence[UtteranceInput]) -> np.ndarray:
