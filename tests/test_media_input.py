@@ -1,7 +1,8 @@
 """Bad media input: a missing or unreadable clip, features of the wrong width, a video without a face.
 
-* ``python -m train.extract audio|visual``: a clip that is missing or cannot be decoded is one
-  line naming the clip (exit 2), and no feature file is written (an existing one is untouched);
+* ``python -m train.extract audio|visual``: a clip that is missing or cannot be decoded, or that
+  ends before an utterance's span starts, is one line naming the clip (exit 2), and no feature
+  file is written (an existing one is untouched);
 * features of another width than the model's: refused, naming the modality and both widths, by
   ``train.evaluate`` (torch), the exported backends and the live feature builder;
 * a clip without a face: its visual row is NaN (the modality is masked for that utterance); live,
@@ -103,6 +104,30 @@ def test_missing_or_unreadable_clip_is_one_line_and_writes_nothing(tmp_path, mod
     line = one_line_error(extract_cli(modality, "--data", str(data), "--media", str(missing), "--out", str(fresh)))
     assert "media file not found" in line and str(tmp_path / "media" / "gone.wav") in line, line
     assert not fresh.exists()
+
+
+@pytest.mark.parametrize("modality", ["audio", "visual"])
+def test_span_past_the_end_of_its_clip_is_one_line_and_writes_nothing(tmp_path, modality):
+    """A span that starts after its clip ends (a truncated clip, a wrong file or wrong times) would
+    give the utterance no features without a word: one line naming the clip and where it ends."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    pytest.importorskip("opensmile" if modality == "audio" else "ai_edge_litert")
+    clips = write_clips(tmp_path / "media")
+    data = write_corpus(tmp_path / "iemocap_small.pkl")
+    good = clips["speech"] if modality == "audio" else clips["face"]  # 2 s of video; the speech is shorter
+    m = tmp_path / "media" / "late.csv"
+    m.write_text("dialogue_id,utterance_index,path,start,end\n"
+                 f"d0,0,{good.name},,\nd1,1,{good.name},0.2,0.9\nd1,0,{good.name},30.0,31.5\n")
+    out = tmp_path / "feats.npz"
+    line = one_line_error(extract_cli(modality, "--data", str(data), "--media", str(m), "--out", str(out)))
+    assert str(good) in line and "span starts at 30.00 s" in line and f"{modality if modality == 'audio' else 'video'} ends at" in line, line
+    assert not out.exists()
+    # within the clip the same spans extract
+    m.write_text("dialogue_id,utterance_index,path,start,end\n"
+                 f"d0,0,{good.name},,\nd1,1,{good.name},0.2,0.9\nd1,0,{good.name},0.1,0.5\n")
+    r = extract_cli(modality, "--data", str(data), "--media", str(m), "--out", str(out))
+    assert r.returncode == 0 and out.exists(), r.stderr[-2000:]
 
 
 def test_clip_without_a_face_gives_a_masked_visual_row(tmp_path):

@@ -78,9 +78,12 @@ def synthesize(text: str, voice: Voice, workdir: Path) -> np.ndarray:
         check=True, capture_output=True,
     )
     # sox: resample to 16 kHz mono 16-bit; trim espeak's silence at both ends so that the
-    # script's start/end times are the speech itself.
+    # script's start/end times are the speech itself. -R (repeatable): sox dithers the 16-bit
+    # output with noise from a seed it draws per run; without it the same text gave samples that
+    # differed by 1-2 LSB in a quarter of them, so corpora and the features computed from them
+    # were not reproducible.
     subprocess.run(
-        ["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out),
+        ["sox", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out),
          "silence", "1", "0.01", "0.5%", "reverse", "silence", "1", "0.01", "0.5%", "reverse"],
         check=True, capture_output=True,
     )

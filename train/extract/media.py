@@ -164,18 +164,30 @@ def _decode_audio(path: str, sample_rate: int) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
+def _past_the_end(span: MediaSpan, what: str, seconds: float) -> InputError:
+    """The error for a span that starts where the clip has already ended: a truncated clip, or a
+    manifest naming the wrong file or times (the utterance would silently get no features)."""
+    return InputError(f"an utterance's span starts at {span.start:.2f} s but the clip's {what} ends at {seconds:.2f} s "
+                      "(a truncated clip, or the wrong file or times in the manifest)", path=str(span.path))
+
+
 def load_audio(span: MediaSpan, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """(samples,) float32 mono at ``sample_rate`` for the span (empty when the span is past the end)."""
+    """(samples,) float32 mono at ``sample_rate`` for the span.
+
+    InputError naming the clip when the span starts at or after the end of its audio."""
     audio = _decode_audio(str(span.path), sample_rate)
     a = 0 if span.start is None else int(round(span.start * sample_rate))
     b = len(audio) if span.end is None else int(round(span.end * sample_rate))
+    if span.start and a >= len(audio):
+        raise _past_the_end(span, "audio", len(audio) / sample_rate)
     return audio[a:b]
 
 
 def load_frames(span: MediaSpan, fps: float = VIDEO_FPS, max_frames: int = MAX_FRAMES) -> list[np.ndarray]:
     """(H, W, 3) uint8 BGR frames sampled at ``fps`` over the span (empty list: no frame in the span).
 
-    InputError naming the clip when OpenCV cannot open it (no video track, a damaged file)."""
+    InputError naming the clip when OpenCV cannot open it (no video track, a damaged file), or when
+    the span starts at or after the end of its video."""
     try:
         import cv2
     except ImportError:
@@ -189,10 +201,16 @@ def load_frames(span: MediaSpan, fps: float = VIDEO_FPS, max_frames: int = MAX_F
             cap.set(cv2.CAP_PROP_POS_MSEC, span.start * 1000.0)
         frames: list[np.ndarray] = []
         next_t = span.start or 0.0
+        read = 0
         while len(frames) < max_frames:
             ok, frame = cap.read()
             if not ok:
+                if not read and span.start:
+                    count, rate = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+                    if count > 0 and rate > 0 and span.start >= count / rate:
+                        raise _past_the_end(span, "video", count / rate)
                 break
+            read += 1
             t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             if span.end is not None and t > span.end:
                 break
