@@ -95,6 +95,7 @@ MAX_EVENTS = 10000
 # take effect at once for a person, long enough to cost nothing.
 SEGMENTER_POLL_S = 0.1
 HANDOVER_RETRY_S = 0.5
+SETTLE_POLL_S = 0.005  # a replay's segmenter waiting for the model thread (speaker change confirmation)
 # The face thread's nap when no new frame has come: 20 checks a second, above the history's 5 fps.
 FACES_IDLE_S = 0.05
 FACES_BATCH = 8  # frames it takes at once when behind (the newest matter most)
@@ -267,7 +268,7 @@ class Recognizer:
                  progress: Callable[[str], None] | None = None):
         from runtime.asr import Transcriber
         from runtime.segmentation import UtteranceAssembler
-        from runtime.speaker_change import SpeakerChangeDetector
+        from runtime.speaker_change import SettledVoices, SpeakerChangeDetector
         from runtime.speakers import SpeakerTracker
 
         self.cfg = config or RuntimeConfig()
@@ -296,7 +297,8 @@ class Recognizer:
         if segmenter is None:
             detector = None
             if self.cfg.segmentation.mode == "utterance":
-                detector = SpeakerChangeDetector(self.speakers.encoder, self.cfg.segmentation, voices=self.speakers)
+                voices = self.speakers if realtime else SettledVoices(self.speakers, self._settle)
+                detector = SpeakerChangeDetector(self.speakers.encoder, self.cfg.segmentation, voices=voices)
             segmenter = UtteranceAssembler(self.cfg.vad, self.cfg.segmentation, detector=detector)
         self.segmenter = segmenter
         self.load_s = time.perf_counter() - t0
@@ -387,6 +389,13 @@ class Recognizer:
     def busy(self) -> bool:
         """Views of utterances handed over but not yet turned into events."""
         return self._handed > self._done
+
+    def _settle(self) -> None:
+        """Wait until the model thread has processed every view handed over (a replay's speaker
+        change confirmation, :class:`~runtime.speaker_change.SettledVoices`); runs on the segmenter
+        thread, the only one that hands views over. Gives up when the recognizer closes or aborts."""
+        while self._done < self._handed and not self._closed.is_set() and not self._abort.is_set():
+            time.sleep(SETTLE_POLL_S)
 
     @property
     def backlog_s(self) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -31,6 +32,27 @@ log = logging.getLogger(__name__)
 
 CONTEXT_WINDOWS = 2  # each side of a cut: the windows within this many window lengths of it
 CONFIRM_S = 1.5  # audio each side of a candidate compared with the known speakers
+
+class SettledVoices:
+    """The speaker tracker as a *replay's* detector reads it: each read first calls ``settle``
+    (the recognizer waits until its model thread has taken in every utterance handed over), so
+    what the tracker knows at a confirmation depends on the audio alone, not on how far
+    segmentation ran ahead of the model thread on a loaded machine. Live capture reads the tracker
+    as it stands: waiting there would delay the labels."""
+
+    def __init__(self, voices, settle: Callable[[], None]):
+        self.voices = voices
+        self.settle = settle
+
+    @property
+    def known(self) -> int:
+        self.settle()
+        return self.voices.known
+
+    def peek(self, audio: np.ndarray, key=None) -> int:
+        self.settle()
+        return self.voices.peek(audio, key)
+
 
 @dataclass
 class Change:

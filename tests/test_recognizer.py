@@ -129,6 +129,38 @@ class GatedTranscriber:
         return out
 
 
+def test_a_replays_speaker_check_waits_for_the_model_thread(speech):
+    """In a replay (``realtime=False``) the speaker-change detector reads the speaker tracker only
+    once the model thread has taken in every utterance handed over, so what the tracker knows at a
+    confirmation follows from the audio, not from how far segmentation ran ahead on a loaded
+    machine (the media test's live labels must equal offline ones on every run). Live capture
+    reads the tracker as it stands."""
+    audio, _ = speech
+    gated = GatedTranscriber(fx.transcriber())
+    rec = make_recognizer(fx.text_model(), transcriber=gated).start()
+    voices = rec.segmenter.detector.voices
+    assert voices.voices is rec.speakers
+    push_file(rec, audio)  # unpaced: views are handed over while the model thread waits at the gate
+    deadline = time.monotonic() + 30
+    while rec.backlog_s > 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rec.busy
+    read: list[int] = []
+    reader = threading.Thread(target=lambda: read.append(voices.known), daemon=True)
+    reader.start()
+    reader.join(1.0)
+    assert reader.is_alive() and not read, "the tracker was read while views were still pending"
+    gated.gate.set()
+    reader.join(60)
+    assert read and not rec.busy
+    assert len(utterances(list(rec.events()))) >= 7
+    rec.close()
+    cfg = RuntimeConfig()
+    live = Recognizer(fx.text_model(), None, cfg, realtime=True, transcriber=fx.transcriber(),
+                      speakers=SpeakerTracker(cfg.speakers, encoder=fx.voice_encoder()))
+    assert live.segmenter.detector.voices is live.speakers
+
+
 class RecordingTranscriber:
     """The real transcriber; records each call's settings and what it returned."""
 
