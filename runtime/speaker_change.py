@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CONTEXT_WINDOWS = 2  # each side of a cut: the windows within this many window lengths of it
 CONFIRM_S = 1.5  # audio each side of a candidate compared with the known speakers
 
+
 class SettledVoices:
     """The speaker tracker as a *replay's* detector reads it: each read first calls ``settle``
     (the recognizer waits until its model thread has taken in every utterance handed over), so

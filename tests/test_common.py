@@ -85,7 +85,6 @@ def test_an_encoder_reading_more_past_turns_than_the_runtime_keeps_is_refused():
         ContextFormat(turns=MAX_CONTEXT_TURNS + 1)
 
 
-
 def test_advice_names_the_interpreter_that_runs(tmp_path, monkeypatch):
     """Commands in error messages are spelled so that they run when pasted: from the repository
     root with the project's virtual environment that is ``.venv/bin/python -m ...`` (a bare

@@ -554,7 +554,6 @@ def test_damaged_int8_export_warns_naming_what_cannot_run(tmp_path, caplog):
     assert "ONNX path is unusable" not in warned[0] and f"python -m export --model {model} --int8" in warned[0], warned[0]
 
 
-
 def test_window_on_the_headless_opencv_build_names_the_build(monkeypatch, capsys):
     """The server set-up (ARIIGCN_HEADLESS=1) installs OpenCV without its GUI: --window says so in
     one line, before any model loads, instead of OpenCV's traceback at the first frame."""
@@ -567,6 +566,7 @@ def test_window_on_the_headless_opencv_build_names_the_build(monkeypatch, capsys
     lines = [l for l in err.splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and "the headless build" in lines[0] and "ARIIGCN_HEADLESS" in lines[0], err
     assert "loading" not in err and "Traceback" not in err
+
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is missing (bash .ci/setup.sh installs xvfb)")
 def test_window_shows_the_overlay_under_a_virtual_display(env):

@@ -31,7 +31,6 @@ def test_setup_installs_the_cpu_torch_wheel_first():
     assert setup.index("torch==2.13.0") < setup.index('pip install -q -e ".[')
 
 
-
 def test_setup_keeps_stdout_for_the_command_after_it():
     """The quick start is `bash .ci/setup.sh && .venv/bin/python -m runtime.live --demo --events -`:
     whatever set-up prints on stdout lands in the JSONL stream. train.setup_encoders printed its
