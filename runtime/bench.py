@@ -3,7 +3,9 @@
 ``python -m runtime.bench [--model NAME_OR_DIR] [--backend B] [--repeats N] [--lengths 10 100 1000]``
 
 0. Segmentation side by side, in one run: the utterance segmentation (the default: a provisional
-   label at each pause, a final one at the boundary pause or a change of speaker) and the old one
+   label at each pause, its transcription started early, a final one at the boundary pause or a
+   change of speaker), the same without the early start (the provisional view decoded once the
+   VAD's pause has ended its stretch, as before early decoding), and the old segmentation
    (``segmentation.mode: pause``: every VAD pause ends an utterance, one label each), on a
    generated two-voice conversation whose turns have a pause inside them, replayed in real time:
    end of speech -> provisional label, end of speech -> final label, utterance closed -> final
@@ -26,6 +28,7 @@ real-time factor <= 0.3.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import platform
@@ -62,16 +65,26 @@ def segmentation_side_by_side(args, stages, tmp: Path) -> None:
     wav = tmp / "turns" / "speech.wav"
     runs = max(1, args.realtime_runs)
     print(f"\nsegmentation side by side: {len(TURNS)} two-sentence turns, 1 s apart, {runs} real-time replay(s) each")
-    for mode, name in (("utterance", "utterance segmentation (default)"), ("pause", "old: every pause ends an utterance")):
-        cfg = RuntimeConfig()
-        cfg.segmentation.mode = mode
-        prov, fin = [], []
+    vad_pause = args.cfg.vad.min_silence_ms
+    variants = (
+        ("utterance segmentation (default)", {}),
+        (f"...without the early start (provisional at the VAD's {vad_pause} ms pause, decoded then)",
+         {"provisional_pause_ms": vad_pause, "early_decode_ms": vad_pause}),
+        ("old: every pause ends an utterance", {"mode": "pause"}),
+    )
+    for name, changes in variants:
+        cfg = copy.deepcopy(args.cfg)
+        for key, value in changes.items():
+            setattr(cfg.segmentation, key, value)
+        prov, fin, stops = [], [], []
         for _ in range(runs):
             events, _, _ = run_session(args.model, args.backend, wav, None, stages, realtime=True, cfg=cfg)
+            stops += [e for e in events if e["type"] == "status" and e["state"] == "stopped"]
             prov += [e for e in events if e["type"] == "utterance" and not e["final"]]
             fin += [e for e in events if e["type"] == "utterance" and e["final"]]
+        early = sum(e["early_decodes"] for e in stops)
         print(f"  [{name}] {len(fin) / runs:.1f} final and {len(prov) / runs:.1f} provisional events per run "
-              f"for {len(TURNS)} turns")
+              f"for {len(TURNS)} turns" + (f"; {early / runs:.1f} early decodes per run" if early else ""))
         if prov:
             print(f"    end of speech -> provisional  {pct([e['latency_ms']['total'] for e in prov])}  "
                   f"(asr {pct([e['latency_ms']['asr'] for e in prov])})")
@@ -142,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="real-time replays per configuration for the latency figures (default 1; 0: use the fast runs)")
     p.add_argument("--lengths", type=int, nargs="+", default=[10, 100, 1000], help="conversation lengths for the graph cost")
     p.add_argument("--no-visual", action="store_true", help="skip the text+visual model (needs torch and fer)")
+    p.add_argument("--segmentation-only", action="store_true", help="only section 0 (segmentation side by side)")
+    p.add_argument("--config", default=None, help="runtime config YAML (default: configs/runtime.yaml's defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a runtime setting in every configuration, e.g. --set asr.cpu_threads=1 (repeatable)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -158,7 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend, notes = select_backend(args.model, args.backend)
     print(f"model {backend.manifest.name} ({args.model}), backend {backend.name}"
           + (f" (faster ones unavailable: {'; '.join(notes)})" if notes else ""))
-    stages = (Transcriber(), VoiceEncoder())
+    from runtime.config import apply_overrides, load_runtime_config
+
+    args.cfg = apply_overrides(load_runtime_config(args.config), args.overrides, "--set")
+    if args.overrides:
+        print("settings changed in every configuration: " + ", ".join(args.overrides))
+    stages = (Transcriber(args.cfg.asr), VoiceEncoder())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_conversation(tmp / "speech")
@@ -173,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         video = write_video(tmp / "talk.mp4", audio, len(audio) / SAMPLE_RATE, fps=30, size=(640, 480), frame=lambda i: canvas)
 
         segmentation_side_by_side(args, stages, tmp)
+        if args.segmentation_only:
+            return 0
 
         configs = [("audio only", args.model, None), ("+ video 640x480@30 (not used by the model)", args.model, video)]
         if not args.no_visual and "visual" not in backend.manifest.modalities:
@@ -186,12 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows, rtfs = [], []
             backend_name = args.backend if model == args.model else "torch"
             for _ in range(args.repeats):
-                events, wall, dur = run_session(model, backend_name, wav, vid, stages)
+                events, wall, dur = run_session(model, backend_name, wav, vid, stages, cfg=args.cfg)
                 rtfs.append(wall / dur)
                 if args.realtime_runs == 0:
                     rows += [e for e in events if e["type"] == "utterance" and e["final"]]
             for _ in range(args.realtime_runs):
-                events, _, _ = run_session(model, backend_name, wav, vid, stages, realtime=True)
+                events, _, _ = run_session(model, backend_name, wav, vid, stages, realtime=True, cfg=args.cfg)
                 rows += [e for e in events if e["type"] == "utterance" and e["final"]]
             print(f"\n[{name}] real-time factor {np.mean(rtfs):.3f} (min {min(rtfs):.3f}; as fast as possible, "
                   f"{args.repeats} runs), {len(rows) // max(1, args.realtime_runs or args.repeats)} utterances/run")

@@ -69,10 +69,17 @@ class SegmentationConfig:
     """How VAD stretches become the model's unit, the utterance (runtime.segmentation)."""
 
     # utterance: an utterance ends at a boundary pause or a change of speaker, whichever comes
-    # first; every VAD pause (vad.min_silence_ms) inside it gives a provisional event.
+    # first; every pause of provisional_pause_ms inside it gives a provisional event.
     # pause: every VAD pause ends an utterance (the old behaviour, kept for comparison).
     mode: str = "utterance"
     boundary_pause_ms: int = 600  # silence that ends an utterance (see configs/runtime.yaml)
+    # Provisional labels (see configs/runtime.yaml for the measurements): a pause this long inside
+    # an open utterance gives one (<= vad.min_silence_ms)...
+    provisional_pause_ms: int = 200
+    # ...and its transcription starts after this much silence, before the pause is long enough to
+    # show it (a pause that ends sooner wastes that decode); the provisional view's audio ends here
+    # (at most vad.speech_pad_ms after the speech). >= provisional_pause_ms: no early start.
+    early_decode_ms: int = 64
     # Speaker change inside an utterance: voice embeddings of windows over its voiced audio.
     change_window_s: float = 0.5
     change_hop_s: float = 0.2
@@ -100,7 +107,7 @@ class AsrConfig:
     # Shorter = faster (the encoder's cost is proportional); see runtime/asr.py for the measurements.
     context_s: float = 10.0
     language: str = "en"
-    cpu_threads: int = 0  # 0 = CTranslate2's default
+    cpu_threads: int = 1  # 0 = CTranslate2's default; see configs/runtime.yaml
     # Hallucination guards (Whisper invents "Thank you." and the like on noise/silence).
     min_rms_dbfs: float = -50.0  # quieter audio is not transcribed at all
     max_no_speech_prob: float = 0.6  # segments the model itself thinks are not speech
@@ -144,6 +151,9 @@ class RuntimeConfig:
         if g.boundary_pause_ms < v.min_silence_ms:
             raise InputError(f"segmentation.boundary_pause_ms ({g.boundary_pause_ms}) must be >= vad.min_silence_ms "
                              f"({v.min_silence_ms}): the boundary is a pause the VAD has already seen", path=source)
+        if not (g.early_decode_ms > 0 and 0 < g.provisional_pause_ms <= v.min_silence_ms):
+            raise InputError(f"segmentation: need early_decode_ms > 0 and 0 < provisional_pause_ms <= vad.min_silence_ms "
+                             f"({v.min_silence_ms}): a longer pause ends the VAD's stretch first", path=source)
         if not 0.1 <= g.change_window_s <= 1.6 or not 0.0 < g.change_hop_s <= g.change_window_s:
             raise InputError("segmentation: need 0.1 <= change_window_s <= 1.6 and 0 < change_hop_s <= change_window_s",
                              path=source)

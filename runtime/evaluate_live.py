@@ -287,6 +287,10 @@ class DialogueResult:
     offline_pred: list[int]  # per gold utterance: offline causal label
     latency: dict[str, list[float]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # provisional events whose label is their final event's: (agreeing, with a final), all of
+    # them and the last one before each final
+    provisional_agree: tuple[int, int] = (0, 0)
+    last_provisional_agree: tuple[int, int] = (0, 0)
 
     def row(self) -> dict[str, Any]:
         both = other_speaker_both_sides(self.gold)
@@ -344,6 +348,7 @@ def run_dialogue(wav: Path, gold: list[GoldUtterance], dialogue_id: str, model: 
     lat: dict[str, list[float]] = {"provisional": [e["latency_ms"]["total"] for e in provisional],
                                    "final": [e["latency_ms"]["total"] for e in finals]}
     lat["final_after_close"] = [e["latency_ms"]["after_close"] for e in finals if "after_close" in e["latency_ms"]]
+    agree, last_agree = provisional_agreement(provisional, finals)
     return DialogueResult(
         id=dialogue_id, gold=gold, matched=match(finals, gold), finals=finals, provisionals=len(provisional),
         provisional_skipped=sum(e.get("provisional_skipped", 0) for e in events
@@ -352,7 +357,19 @@ def run_dialogue(wav: Path, gold: list[GoldUtterance], dialogue_id: str, model: 
         speakers_found=len({e["speaker"] for e in finals}), speakers_true=len({g.speaker for g in gold}),
         offline_pred=offline_predictions(gold, backend, features), latency=lat,
         warnings=[e["message"] for e in events if e.get("type") == "warning"],
+        provisional_agree=agree, last_provisional_agree=last_agree,
     )
+
+
+def provisional_agreement(provisional: Sequence[dict], finals: Sequence[dict]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """How often a provisional label is its utterance's final label: ``((agreeing, compared), (the
+    same for the last provisional event of each utterance))``; provisional events whose utterance
+    got no final event (no words in it) are left out."""
+    final_of = {e["index"]: e["emotion"] for e in finals}
+    kept = [e for e in provisional if e["index"] in final_of]
+    last = list({e["index"]: e for e in kept}.values())  # events are in order: the last one per index wins
+    count = lambda events: (sum(e["emotion"] == final_of[e["index"]] for e in events), len(events))  # noqa: E731
+    return count(kept), count(last)
 
 
 # -- the whole evaluation ------------------------------------------------------------------------
@@ -392,6 +409,8 @@ def summarize(results: Sequence[DialogueResult], labels: Sequence[str], emotion_
         "speaker_count_right": sum(r["speakers"] == r["speakers_true"] for r in rows),
         "finals": sum(r["finals"] for r in rows), "provisionals": sum(r["provisionals"] for r in rows),
         "provisional_skipped": sum(r["provisional_skipped"] for r in rows),
+        "provisional_agree": [sum(r.provisional_agree[i] for r in results) for i in (0, 1)],
+        "last_provisional_agree": [sum(r.last_provisional_agree[i] for r in results) for i in (0, 1)],
         "emotion_wf1_live_matched": score(np.array(y_true), np.array(y_live), labels).weighted_f1 if y_true else None,
         "emotion_wf1_offline_matched": score(np.array(y_true), np.array(y_off), labels).weighted_f1 if y_true else None,
         "emotion_wf1_offline_all": score(np.array(y_true_all), np.array(y_off_all), labels).weighted_f1,
@@ -420,6 +439,10 @@ def print_report(summary: dict[str, Any], header: str, out=sys.stdout) -> None:
           file=out)
     print(f"final events: {s['finals']}; provisional events: {s['provisionals']} ({s['provisional_skipped']} more views "
           "skipped as out of date: their final came first)", file=out)
+    (a, n), (la, ln) = s["provisional_agree"], s["last_provisional_agree"]
+    if n:
+        print(f"provisional labels equal to their final label: {100.0 * a / n:.1f}% ({a} of {n}); the last one "
+              f"before each final: {100.0 * la / max(1, ln):.1f}% ({la} of {ln})", file=out)
     for k, name in (("provisional", "end of speech -> provisional"), ("final", "end of speech -> final"),
                     ("final_after_close", "utterance closed -> final")):
         v = s["latency_ms"].get(k)

@@ -42,8 +42,12 @@ be if it ended there, with its likeliest speaker; nothing of it is kept. The fin
 the whole utterance's audio transcribed in one piece, with beam search (``asr.beam_size``) and the
 previous final transcripts as Whisper's prompt (``asr.prompt_utterances``); a provisional view is
 decoded greedily without a prompt (``asr.provisional_beam_size``: its ASR time is part of the
-provisional label's latency). When a final's audio and settings are exactly those the last
-provisional view transcribed, that transcript is the final one.
+provisional label's latency), and as soon as the pause begins: the segmenter hands its view over
+``speculative`` after ``segmentation.early_decode_ms`` of silence, and the model thread transcribes
+it then (and embeds its voice) without emitting anything; the view that shows it, after
+``segmentation.provisional_pause_ms``, carries the same audio and finds both done. When a view's
+audio and settings are exactly those the last view transcribed, that transcript is reused (a final
+whose audio a provisional view already had, too).
 
 Latency (``latency_ms`` of each event, see :mod:`runtime.events`): the reference point is the
 moment the audio that closed the utterance arrived (live sources), or the moment the segmenter
@@ -231,6 +235,7 @@ class RecognizerStats:
     labelled: int = 0  # final events emitted
     provisional: int = 0  # provisional events emitted
     skipped: int = 0  # provisional views skipped as out of date
+    early_decodes: int = 0  # provisional views transcribed before their pause was long enough to show them
     no_words: int = 0  # closed utterances the ASR found no words in
     speaker_updates: int = 0  # speaker merges announced
     faceless: int = 0  # utterances whose visual row was empty (model uses video)
@@ -621,7 +626,7 @@ class Recognizer:
             self._emit(warning_event(f"no speech found in {self.vad_position / SAMPLE_RATE:.1f} s of audio",
                                      source="vad"))
         self._emit(status_event("stopped", utterances=s.labelled, provisional=s.provisional,
-                                provisional_skipped=s.skipped, segments=s.segments,
+                                provisional_skipped=s.skipped, early_decodes=s.early_decodes, segments=s.segments,
                                 no_words=s.no_words, speaker_updates=s.speaker_updates,
                                 reason=self.audio_queue.reason or "stopped",
                                 dropped_utterances=s.dropped_utterances, dropped_audio_s=round(s.dropped_audio_s, 2),
@@ -660,16 +665,21 @@ class Recognizer:
     def _process(self, p: _Pending) -> None:
         utt = p.utt
         if not utt.final and self._newest.get(utt.uid, p.seq) != p.seq:
-            self.stats.skipped += 1  # a newer view of this utterance is already on its way
+            self.stats.skipped += not utt.speculative  # a newer view of this utterance is already on its way
             return
         lat: dict[str, float] = {"vad": p.vad_ms, "queue": (time.monotonic() - p.ref_wall) * 1000.0}
         tr = self._transcribe(utt, lat)
+        key = (utt.audio_start, len(utt.audio))
+        if utt.speculative:  # decoded ahead of its pause's end; the view that shows it finds both cached
+            self.stats.early_decodes += 1
+            if tr is not None:
+                self.speakers.peek(utt.audio, key=key)
+            return
         if tr is None:
             if utt.final:
                 self._no_words(utt)
             return
         t = time.perf_counter()
-        key = (utt.audio_start, len(utt.audio))
         if utt.final:
             assignment = self.speakers.assign(utt.audio, key=key)
             speaker = assignment.speaker

@@ -10,8 +10,13 @@ inside a turn. :class:`UtteranceAssembler` joins stretches into utterances:
   finds a change inside a stretch: an answer within 150-300 ms, or over the end of a sentence),
   whichever comes first; at ``vad.max_utterance_s`` it is cut at its last pause (or, inside one
   stretch, where the VAD cuts it) and the speech goes on as a new utterance;
-* at **each VAD pause** inside an open utterance it hands on a provisional view: the utterance so
-  far (``final=False``), with the number (``uid``) its final view will carry;
+* at **each pause** of ``segmentation.provisional_pause_ms`` inside an open utterance it hands on a
+  provisional view: the utterance so far (``final=False``), with the number (``uid``) its final
+  view will carry. Its transcription need not wait for that: after ``early_decode_ms`` of silence
+  the same view is handed on marked ``speculative`` (decode it, show nothing), so that when the
+  pause has lasted long enough only the label is left to compute. A pause that ends sooner costs
+  one decode for nothing. The two views of one pause carry the same audio: the speech so far and
+  ``min(vad.speech_pad_ms, early_decode_ms, provisional_pause_ms)`` after it;
 * the **final** view (``final=True``) holds the whole utterance's audio, from its first word to its
   last, pauses included: what the ASR transcribes in one piece.
 
@@ -42,7 +47,9 @@ class Span(SampleSpan):
     """One view of an utterance. ``start``/``end``: its speech; ``audio`` (samples,) float32 from
     ``audio_start`` on (padding and inner pauses included); ``decided_at``: the stream position
     at which this view was decided; ``reason``: why -- ``pause`` (provisional, or every final in
-    ``pause`` mode), ``boundary_pause``, ``speaker_change``, ``max_length``, ``end_of_stream``."""
+    ``pause`` mode), ``boundary_pause``, ``speaker_change``, ``max_length``, ``end_of_stream``;
+    ``speculative``: a provisional view handed on early so that its transcription can start (no
+    label is shown for it; the view with the same audio follows if the pause lasts)."""
 
     uid: int
     start: int
@@ -54,6 +61,7 @@ class Span(SampleSpan):
     reason: str
     stretches: list[tuple[int, int]] = field(default_factory=list)
     sample_rate: int = SAMPLE_RATE
+    speculative: bool = False
 
 
 class UtteranceAssembler:
@@ -75,6 +83,11 @@ class UtteranceAssembler:
         ms = SAMPLE_RATE // 1000
         self.boundary = self.cfg.boundary_pause_ms * ms
         self.pad = self.vad_cfg.speech_pad_ms * ms
+        self.provisional_pause = self.cfg.provisional_pause_ms * ms
+        self.early = min(self.cfg.early_decode_ms, self.cfg.provisional_pause_ms) * ms
+        # a provisional view's audio after the speech: what exists when it is first handed on
+        self.provisional_tail = min(self.pad, self.early)
+        self.min_speech = self.vad_cfg.min_speech_ms * ms
         self.max_len = int(self.vad_cfg.max_utterance_s * SAMPLE_RATE)
         self.reset()
 
@@ -98,6 +111,8 @@ class UtteranceAssembler:
         self._searched = 0  # voiced samples of the open utterance + stretch in progress searched while speaking
         self.changes = 0  # speaker changes found (log / bench figure)
         self.cut_long = 0  # utterances cut at max_utterance_s
+        self._early_for: int | None = None  # the pause (its start) whose view was handed on early
+        self._shown_for: tuple[int, int] | None = None  # (uid, pause start) whose provisional view went out
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -126,6 +141,7 @@ class UtteranceAssembler:
             for st in stretches:
                 out += self._on_stretch(st)
             out += self._check_boundary()
+            out += self._pause_views()
         out += self._change_while_speaking()
         self._prepare()
         self._trim()
@@ -176,9 +192,41 @@ class UtteranceAssembler:
                 since = 0
         # A stretch the VAD cut at max_utterance_s ended at a short pause, not a real one: no
         # provisional view there (the utterance's own length limit is checked in _check_boundary).
-        if st.reason == "silence":
-            out.append(self._view(False, "pause", st.decided_at))
+        # Nor when this pause's view already went out before the VAD's stretch ended.
+        if st.reason == "silence" and self._shown_for != (self._uid, st.end):
+            out.append(self._view(False, "pause", st.decided_at, tail=self.provisional_tail))
         return out
+
+    def _pause_views(self) -> list[Span]:
+        """The provisional view of a pause still in progress (shorter than ``vad.min_silence_ms``,
+        so the VAD's stretch goes on): handed on ``speculative`` after ``early_decode_ms`` of
+        silence, then for showing after ``provisional_pause_ms`` (module docstring)."""
+        seg = self.seg
+        if self.cfg.mode != "utterance" or not seg.speaking or seg.pause_start is None:
+            return []
+        p0, silence = seg.pause_start, seg.scored - seg.pause_start
+        s0 = max(seg.speech_start, self._taken)
+        if silence < self.early or p0 - s0 < self.min_speech:
+            return []  # too soon, or speech the VAD would drop as too short
+        if self._open and p0 - self._start > self.max_len:
+            return []  # _check_boundary cuts it at max_utterance_s
+        out: list[Span] = []
+        if self.early < self.provisional_pause and self._early_for != p0:
+            self._early_for = p0
+            out.append(self._pause_view(s0, p0, speculative=True))
+        if silence >= self.provisional_pause and self._shown_for != (self._uid, p0):
+            self._shown_for = (self._uid, p0)
+            out.append(self._pause_view(s0, p0, speculative=False))
+        return out
+
+    def _pause_view(self, s0: int, p0: int, speculative: bool) -> Span:
+        """The open utterance (or the one this stretch opens) up to the pause at ``p0``, with the
+        stretch in progress from ``s0``."""
+        start = self._start if self._open else s0
+        a0 = max(start - self.pad, self._floor)
+        stretches = (list(self._stretches) if self._open else []) + [(s0, p0)]
+        return Span(self._uid, start, p0, self._audio(a0, p0 + self.provisional_tail), max(a0, self._buf_start),
+                    self.seg.scored, False, "pause", stretches, speculative=speculative)
 
     def _check_boundary(self) -> list[Span]:
         if not self._open:
@@ -198,9 +246,11 @@ class UtteranceAssembler:
         self._open, self._start, self._end = True, start, start
         self._stretches, self._voiced = [], np.zeros(0, np.float32)
 
-    def _view(self, final: bool, reason: str, decided_at: int, end_cap: int | None = None) -> Span:
+    def _view(self, final: bool, reason: str, decided_at: int, end_cap: int | None = None,
+              tail: int | None = None) -> Span:
         a0 = max(self._start - self.pad, self._floor)
-        a1 = min(self._end + self.pad, decided_at, end_cap if end_cap is not None else decided_at)
+        a1 = min(self._end + (self.pad if tail is None else tail), decided_at,
+                 end_cap if end_cap is not None else decided_at)
         return Span(self._uid, self._start, self._end, self._audio(a0, a1), max(a0, self._buf_start), decided_at,
                     final, reason, list(self._stretches))
 

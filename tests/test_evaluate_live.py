@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from runtime.evaluate_live import (GoldUtterance, final_utterances, match, other_speaker_both_sides, purity_counts,
-                                   speakable, word_edits)
+from runtime.evaluate_live import (GoldUtterance, final_utterances, match, other_speaker_both_sides,
+                                   provisional_agreement, purity_counts, speakable, word_edits)
 
 
 def gold(*spans):
@@ -41,6 +41,17 @@ def test_speaker_updates_and_purity():
     assert purity_counts(finals, G) == (4, 4)
     mixed = [ev(0, 0, 2, 0), ev(1, 3, 4, 0), ev(2, 5, 8, 0), ev(3, 9, 9.5, 1)]
     assert purity_counts(mixed, G) == (3, 4)
+
+
+def test_provisional_agreement_with_the_final_label():
+    def label(e, emotion):
+        return {**e, "emotion": emotion}
+
+    prov = [label(ev(0, 0, 1, final=False), "sad"), label(ev(0, 0, 1.5, final=False), "happy"),
+            label(ev(1, 3, 3.5, final=False), "sad"), label(ev(2, 5, 6, final=False), "sad")]  # 2: no final (no words)
+    finals = [label(ev(0, 0, 2), "happy"), label(ev(1, 3, 4), "sad")]
+    assert provisional_agreement(prov, finals) == ((2, 3), (2, 2))
+    assert provisional_agreement([], finals) == ((0, 0), (0, 0))
 
 
 def test_neighbours_and_text():

@@ -195,6 +195,36 @@ def test_final_transcripts_are_prompted_with_the_previous_finals(speech):
     assert [c[2] for c in finals] == [e["text"] for e in utts]
 
 
+@pytest.mark.parametrize("early_decode_ms", [64, 300])
+def test_a_provisional_label_is_decoded_before_its_pause_is_long_enough_to_show(speech, early_decode_ms):
+    """With early decoding (the default) each provisional view is transcribed once, as soon as its
+    pause begins, and the view shown later takes that transcript (no ASR left: ``asr`` 0 ms);
+    with ``early_decode_ms`` >= ``provisional_pause_ms`` the shown view is decoded itself."""
+    audio, script = speech
+    rec_asr = RecordingTranscriber(fx.transcriber())
+    cfg = RuntimeConfig()
+    cfg.segmentation.early_decode_ms = early_decode_ms
+    rec = Recognizer(fx.text_model(), "onnx", cfg, realtime=False, transcriber=rec_asr,
+                     speakers=SpeakerTracker(cfg.speakers, encoder=fx.voice_encoder())).start()
+    for i in range(0, len(audio), CHUNK):  # each chunk once the last is segmented and labelled
+        while rec.busy or rec.backlog_s > 0:
+            time.sleep(0.002)
+        rec.push_audio(audio[i : i + CHUNK])
+    rec.end_audio()
+    events = list(rec.events(timeout=60))
+    assert len(utterances(events)) == 8
+    prov = [e for e in events if e["type"] == "utterance" and not e["final"]]
+    stopped = events[-1]
+    decodes = [c for c in rec_asr.calls if c[1]["beam_size"] == cfg.asr.provisional_beam_size]
+    assert len(prov) >= 7 and stopped["provisional_skipped"] == 0  # nothing is out of date
+    if early_decode_ms < cfg.segmentation.provisional_pause_ms:
+        assert stopped["early_decodes"] == len(decodes) >= len(prov)
+        assert all(e["latency_ms"]["asr"] == 0.0 for e in prov)
+    else:
+        assert stopped["early_decodes"] == 0 and len(decodes) == len(prov)
+        assert all(e["latency_ms"]["asr"] > 0.0 for e in prov)
+
+
 def test_capture_never_waits_for_the_model(speech):
     """All 29 s of audio are accepted while the model thread is blocked; nothing is lost."""
     audio, script = speech

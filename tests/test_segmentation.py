@@ -43,6 +43,11 @@ def finals(spans):
     return [s for s in spans if s.final]
 
 
+def shown(spans):
+    """The provisional views that get a label (not the ones handed on early for decoding)."""
+    return [s for s in spans if not s.final and not s.speculative]
+
+
 def test_pauses_inside_an_utterance_do_not_split_it():
     """Two sentences 0.4 s apart (a VAD pause, shorter than the 600 ms boundary) are one utterance:
     a provisional view at each pause, then one final with the whole audio, pause included."""
@@ -50,7 +55,7 @@ def test_pauses_inside_an_utterance_do_not_split_it():
     spans, _ = assemble(audio)
     fin = finals(spans)
     assert len(fin) == 1 and fin[0].reason == "boundary_pause"
-    prov = [s for s in spans if not s.final]
+    prov = shown(spans)
     assert len(prov) == 2 and {s.uid for s in prov} == {fin[0].uid}
     assert spans[-1] is fin[0]  # provisionals first
     assert abs(fin[0].start_s - 0.5) < 0.05 and abs(fin[0].end_s - 3.1) < 0.05
@@ -63,6 +68,49 @@ def test_pauses_inside_an_utterance_do_not_split_it():
     assert abs(prov[0].end_s - 1.5) < 0.05 and len(prov[0].audio) < len(fin[0].audio)
     # decided one boundary pause after the last word
     assert abs((fin[0].decided_at - fin[0].end) / SR - 0.6) < 0.05
+
+
+@pytest.mark.parametrize("provisional_pause_ms", [300, 200])
+def test_a_pause_is_handed_on_early_for_decoding_with_the_audio_it_is_shown_with(provisional_pause_ms):
+    """After early_decode_ms (64) of silence the view of the utterance so far goes out speculative;
+    after provisional_pause_ms the view to show, with the same uid and audio (so the decode done
+    early is the one shown); one shown view per pause, even when the VAD's stretch ends later."""
+    audio = script(("silence", 0.5), ("speech", 1.0), ("silence", 0.4), ("speech", 1.2), ("silence", 1.5))
+    cfg = SegmentationConfig(provisional_pause_ms=provisional_pause_ms)
+    spans, _ = assemble(audio, cfg)
+    fin = finals(spans)
+    assert len(fin) == 1
+    early = [s for s in spans if s.speculative]
+    prov = shown(spans)
+    assert len(early) == 2 and len(prov) == 2 and all(not s.final for s in early)
+    for e, p in zip(early, prov):
+        position = {id(s): i for i, s in enumerate(spans)}
+        assert e.uid == p.uid == fin[0].uid and position[id(e)] < position[id(p)]
+        assert e.audio_start == p.audio_start and e.end == p.end
+        np.testing.assert_array_equal(e.audio, p.audio)
+        assert 0.064 <= (e.decided_at - e.end) / SR < 0.064 + 0.033
+        assert provisional_pause_ms / 1000 <= (p.decided_at - p.end) / SR < provisional_pause_ms / 1000 + 0.033
+        # the audio ends 64 ms after the speech (all there is when the early view goes out)
+        assert (p.audio_start + len(p.audio) - p.end) / SR == pytest.approx(0.064, abs=0.002)
+    assert abs(prov[0].end_s - 1.5) < 0.05 and abs(prov[1].end_s - 3.1) < 0.05
+
+
+def test_a_short_pause_is_decoded_early_but_not_shown():
+    """A 0.15 s pause: longer than early_decode_ms, shorter than provisional_pause_ms."""
+    audio = script(("silence", 0.5), ("speech", 1.0), ("silence", 0.15), ("speech", 1.0), ("silence", 1.5))
+    spans, _ = assemble(audio)
+    assert len(finals(spans)) == 1
+    early, prov = [s for s in spans if s.speculative], shown(spans)
+    assert [s.end_s for s in early] == [pytest.approx(1.5, abs=0.04), pytest.approx(2.65, abs=0.04)]
+    assert [s.end_s for s in prov] == [pytest.approx(2.65, abs=0.04)]
+
+
+def test_no_early_decoding_when_it_starts_with_the_pause_shown():
+    audio = script(("silence", 0.5), ("speech", 1.0), ("silence", 0.4), ("speech", 1.2), ("silence", 1.5))
+    spans, _ = assemble(audio, SegmentationConfig(early_decode_ms=300))
+    assert not [s for s in spans if s.speculative] and len(shown(spans)) == 2
+    p = shown(spans)[0]  # the whole speech pad after the speech, as before early decoding
+    assert (p.audio_start + len(p.audio) - p.end) / SR == pytest.approx(0.15, abs=0.002)
 
 
 def test_boundary_pause_ends_an_utterance():
@@ -187,6 +235,10 @@ def test_segmentation_config_is_checked(tmp_path):
         runtime_config_from_dict({"segmentation": {"boundary_pause_ms": 200}})
     with pytest.raises(InputError, match="mode"):
         runtime_config_from_dict({"segmentation": {"mode": "sentences"}})
+    with pytest.raises(InputError, match="provisional_pause_ms"):  # the VAD's stretch ends at 300 ms
+        runtime_config_from_dict({"segmentation": {"provisional_pause_ms": 400}})
+    with pytest.raises(InputError, match="early_decode_ms"):
+        runtime_config_from_dict({"segmentation": {"early_decode_ms": 0}})
     with pytest.raises(InputError, match="change_strict_threshold"):
         runtime_config_from_dict({"segmentation": {"change_strict_threshold": 0.9, "change_threshold": 0.7}})
     assert RuntimeConfig().segmentation.mode == "utterance"  # the old behaviour is not the default

@@ -15,6 +15,8 @@ rendering (its true span, plus ``pad`` seconds of the rendering on each side, as
   (``asr.beam_size``, the previous ``asr.prompt_utterances`` transcripts as the prompt);
 * ``greedy`` (beam 1), ``beam3``, ``beam5``: no prompt;
 * ``ctx30`` (Whisper's 30 s window), ``pad0`` / ``pad300`` (span edges): greedy, one change each;
+  ``tail64``: greedy with 64 ms after the span's end (the audio of a provisional view decoded
+  early, ``segmentation.early_decode_ms``);
 * ``greedy_prompt``, ``prompt_beam5``, ``prompt_beam10``: the previous 4 transcripts as the prompt;
   ``prompt2_beam5``, ``prompt8_beam5``: the previous 2 / 8. The prompt is the dialogue's previous
   transcripts by this variant (as the live pipeline has its previous finals);
@@ -51,6 +53,7 @@ class Variant:
 
     asr: dict = field(default_factory=dict)
     pad_s: float | None = None  # None = the configured vad.speech_pad_ms
+    tail_s: float | None = None  # audio after the span's end; None = pad_s
     prompt: int | None = 0  # previous transcripts given as the prompt (0: none; None: asr.prompt_utterances)
     fw_defaults: bool = False
 
@@ -64,6 +67,7 @@ VARIANTS: dict[str, Variant] = {
     "ctx30": Variant(asr={**GREEDY, "context_s": 30.0}),
     "pad0": Variant(asr=GREEDY, pad_s=0.0),
     "pad300": Variant(asr=GREEDY, pad_s=0.3),
+    "tail64": Variant(asr=GREEDY, tail_s=0.064),
     "greedy_prompt": Variant(asr=GREEDY, prompt=4),
     "prompt_beam5": Variant(asr={"beam_size": 5}, prompt=4),
     "prompt_beam10": Variant(asr={"beam_size": 10}, prompt=4),
@@ -135,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in args.variants:
                     v = VARIANTS[name]
                     pad = cfg.vad.speech_pad_ms / 1000 if v.pad_s is None else v.pad_s
-                    a = audio[max(0, int((g.start - pad) * SAMPLE_RATE)): int((g.end + pad) * SAMPLE_RATE)]
+                    tail = pad if v.tail_s is None else v.tail_s
+                    a = audio[max(0, int((g.start - pad) * SAMPLE_RATE)): int((g.end + tail) * SAMPLE_RATE)]
                     tr = transcriber_for(v)
                     t = time.perf_counter()
                     if v.fw_defaults:
