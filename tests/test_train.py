@@ -153,6 +153,32 @@ def test_modality_dropout_drops_one_present_modality_never_the_last():
     assert np.array_equal(out.features["text"][after[:, 0]], feats["text"][after[:, 0]]), "kept rows unchanged"
     assert drop_modalities([d], ["text", "audio", "visual"], 0.0, rng)[0] is d
 
+
+def test_context_dropout_leaves_some_nodes_alone_and_the_rest_untouched():
+    """Each dropped node loses every incoming edge, and only those: edges into the other nodes,
+    and every edge out of a dropped node, stay."""
+    from train.batch import collate, drop_context
+    from train.config import GraphConfig
+    from train.data.corpus import Dialogue
+
+    rng = np.random.default_rng(0)
+    n = 400
+    d = Dialogue(id="d", split="train", speakers=["A", "B"] * (n // 2), labels=np.zeros(n, np.int64),
+                 features={"text": rng.normal(size=(n, 3)).astype(np.float32)})
+    batch = collate([d], ["text"], GraphConfig(past=4, future=0))
+    out = drop_context(batch, 0.3, np.random.default_rng(1))
+    edges = {tuple(e) for e in batch.edge_index.T.tolist()}
+    kept = {tuple(e) for e in out.edge_index.T.tolist()}
+    assert kept <= edges and out.edge_type.shape[0] == out.edge_index.shape[1]
+    targets = batch.edge_index[1].unique().tolist()
+    alone = set(targets) - set(out.edge_index[1].unique().tolist())
+    assert 0.25 < len(alone) / len(targets) < 0.35, "about 30% of the nodes with context lose it"
+    assert kept == {e for e in edges if e[1] not in alone}, "exactly the edges into dropped nodes go"
+    types = dict(zip(map(tuple, batch.edge_index.T.tolist()), batch.edge_type.tolist()))
+    assert all(types[tuple(e)] == t for e, t in zip(out.edge_index.T.tolist(), out.edge_type.tolist()))
+    assert drop_context(batch, 0.0, rng) is batch
+
+
 def test_seeds_are_reproducible(pickle_path):
     from train.config import config_from_dict
     from train.trainer import prepare_data, train_seed

@@ -144,6 +144,21 @@ def collate(dialogues: Sequence[Dialogue], modalities: Sequence[str], graph_cfg:
     )
 
 
+def drop_context(batch: GraphBatch, p: float, rng: np.random.Generator) -> GraphBatch:
+    """Context dropout (``train.context_dropout``): a copy of ``batch`` in which each node, with
+    probability ``p``, has no incoming edges (its state is then its own features through the
+    RGCN's root weight). ``p == 0`` returns ``batch`` unchanged.
+
+    Shapes: ``edge_index`` (2, E) -> (2, E') with E' <= E, ``edge_type`` (E,) -> (E',).
+    """
+    if p <= 0.0:
+        return batch
+    n_nodes = len(batch.modalities) * int(batch.lengths.sum())
+    alone = torch.from_numpy(rng.random(n_nodes) < p).to(batch.edge_index.device)
+    keep = ~alone[batch.edge_index[1]]
+    return dataclasses.replace(batch, edge_index=batch.edge_index[:, keep], edge_type=batch.edge_type[keep])
+
+
 def drop_modalities(dialogues: Sequence[Dialogue], modalities: Sequence[str], p: float,
                     rng: np.random.Generator) -> list[Dialogue]:
     """Modality dropout (``train.modality_dropout``): copies of ``dialogues`` in which each

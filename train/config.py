@@ -129,6 +129,10 @@ class TrainConfig:
     # modalities (chosen uniformly; never its last one) for that step, so the model learns to
     # label utterances that miss a modality at test time (train.batch.drop_modalities).
     modality_dropout: float = 0.0
+    # Context dropout: each training node, with this probability, loses all its incoming edges for
+    # that step and is labelled from its own features alone (the RGCN's root weight), so that the
+    # utterance itself carries weight next to the conversation (train.batch.drop_context).
+    context_dropout: float = 0.0
 
 
 @dataclass
@@ -169,6 +173,8 @@ class Config:
             raise InputError(f"train.select_from must be in [1, train.epochs={t.epochs}], got {t.select_from}", path=source)
         if not 0.0 <= t.modality_dropout < 1.0:
             raise InputError(f"train.modality_dropout must be in [0, 1), got {t.modality_dropout}", path=source)
+        if not 0.0 <= t.context_dropout < 1.0:
+            raise InputError(f"train.context_dropout must be in [0, 1), got {t.context_dropout}", path=source)
         if self.model.ensemble < 1:
             raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
         u = self.utterance

@@ -264,7 +264,7 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
     import torch
     from tqdm.auto import tqdm
 
-    from train.batch import collate, drop_modalities
+    from train.batch import collate, drop_context, drop_modalities
     from train.model import ARIIGCN
     from train.objective import Objective
 
@@ -306,6 +306,7 @@ def train_seed(cfg: Config, data: PreparedData, seed: int, env: DistEnv | None =
             dialogues = drop_modalities([data.train[j] for j in order[i:i + bs]], cfg.data.modalities,
                                         cfg.train.modality_dropout, dropout_rng)
             batch = collate(dialogues, cfg.data.modalities, cfg.graph).to(env.device)
+            batch = drop_context(batch, cfg.train.context_dropout, dropout_rng)
             out = objective.step(batch)
             loss_sum += float(out["loss"])
             for k, v in out.items():
