@@ -4,8 +4,8 @@ Event kinds (one JSON object per line, flushed line by line so a reader sees eac
 
 * ``{"type": "utterance", "final", "index", "start", "end", "speaker", "text", "emotion", "probs",
   "latency_ms": {stage: ms}, "modalities"}`` -- a label of one utterance. ``final: false``: a
-  provisional label of the utterance so far, sent at each pause inside it (the VAD's end of
-  speech); ``final: true``: the utterance is over (a boundary pause, a change of speaker, the
+  provisional label of the utterance so far, sent at each pause inside it
+  (``segmentation.provisional_pause_ms`` of silence); ``final: true``: the utterance is over (a boundary pause, a change of speaker, the
   length limit or the end of the audio), with its whole transcript, its speaker and its label.
   Provisional and final events of one utterance share its ``index``; each utterance has exactly
   one final event (none when its audio holds no words), and only final utterances join the
@@ -28,7 +28,8 @@ Event kinds (one JSON object per line, flushed line by line so a reader sees eac
 
 Latency stages (``latency_ms``; see :mod:`runtime.recognizer`): ``vad`` (end of speech -> the
 segmenter closes the utterance: the silence it waits for), ``queue`` (waiting for the model
-thread), ``asr``, ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
+thread), ``asr`` (0 for a provisional label whose view was transcribed early, before its pause
+was long enough to show it), ``speaker``, ``features`` (+ one key per modality, e.g. ``features.text``),
 ``model`` (graph + classifier), ``face`` (the face evidence: the frames the face thread had not
 reached yet; with video only) and ``total`` (end of speech -> event, as it would be live). Final
 events add ``after_close``: from the moment the utterance closed to the event (``vad`` is then
