@@ -82,6 +82,19 @@ def test_end_to_end_generated_speech(env):
     assert start["type"] == "status"
     fx.check_fastest_exported_backend(start["backend"], start["backends_skipped"])
     assert re.search(r"8 utterances labelled \(\d+ provisional labels before them\), 2 speakers", r.stderr), r.stderr[-500:]
+    assert events[-1]["state"] == "stopped" and events[-1]["early_decodes"] >= 1
+
+
+def test_set_overrides_a_runtime_setting(env):
+    """--set reaches the pipeline: the old segmentation gives no provisional labels and no early
+    decodes (the default gives both, test above)."""
+    wav, _ = fx.speech()
+    events, r = run_live(["--audio", str(wav), "--fast", "--model", str(fx.text_model()), "--events", "-",
+                          "--set", "segmentation.mode=pause"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(utterances(events)) >= 8
+    assert not [e for e in events if e["type"] == "utterance" and not e["final"]]
+    assert events[-1]["early_decodes"] == 0 and events[-1]["provisional"] == 0
 
 
 def test_demo_runs_without_torch(env):
@@ -454,6 +467,8 @@ def test_outputs_are_created_only_when_the_session_starts(env, tmp_path, capsys)
     (["--audio", "{wav}", "--model", "{missing}"], "no such model directory"),
     (["--audio", "{wav}", "--backend", "trt", "--model", "{model}"], "TensorRT"),
     (["--audio", "{wav}", "--speakers", "0"], "--speakers must be >= 1"),
+    (["--audio", "{wav}", "--set", "segmentation.provisional_pause_ms=400"], "provisional_pause_ms"),
+    (["--audio", "{wav}", "--set", "segmentation.no_such_key=1"], "no_such_key"),
 ])
 def test_start_faults_are_one_line_errors(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.delenv("DISPLAY", raising=False)
