@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.config import DEMO_FACE, SAMPLE_RATE
+from runtime.config import DEMO_FACE, SAMPLE_RATE, add_settings_args, settings_from_args
 from train.common import run_cli
 
 STAGES = ("vad", "queue", "asr", "speaker", "features", "model", "total", "after_close")
@@ -156,9 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lengths", type=int, nargs="+", default=[10, 100, 1000], help="conversation lengths for the graph cost")
     p.add_argument("--no-visual", action="store_true", help="skip the text+visual model (needs torch and fer)")
     p.add_argument("--segmentation-only", action="store_true", help="only section 0 (segmentation side by side)")
-    p.add_argument("--config", default=None, help="runtime config YAML (default: configs/runtime.yaml's defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a runtime setting in every configuration, e.g. --set asr.cpu_threads=1 (repeatable)")
+    add_settings_args(p)  # applied to every configuration
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -175,9 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend, notes = select_backend(args.model, args.backend)
     print(f"model {backend.manifest.name} ({args.model}), backend {backend.name}"
           + (f" (faster ones unavailable: {'; '.join(notes)})" if notes else ""))
-    from runtime.config import apply_overrides, load_runtime_config
-
-    args.cfg = apply_overrides(load_runtime_config(args.config), args.overrides, "--set")
+    args.cfg = settings_from_args(args)
     if args.overrides:
         print("settings changed in every configuration: " + ", ".join(args.overrides))
     stages = (Transcriber(args.cfg.asr), VoiceEncoder())

@@ -203,3 +203,17 @@ def apply_overrides(cfg: RuntimeConfig, overrides: Sequence[str], source: str = 
     from train.config import apply_overrides as apply_raw  # the one --set parser
 
     return runtime_config_from_dict(apply_raw(cfg.to_dict(), overrides), f"{source} with --set {' '.join(overrides)}")
+
+
+def add_settings_args(parser) -> None:
+    """``--config YAML`` and ``--set SECTION.KEY=VALUE`` (repeatable) on a command's parser or
+    argument group; :func:`settings_from_args` reads them."""
+    parser.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one runtime setting, e.g. --set segmentation.boundary_pause_ms=700 (repeatable)")
+
+
+def settings_from_args(args) -> RuntimeConfig:
+    """The runtime settings :func:`add_settings_args`'s options name: the file (or the defaults)
+    with the overrides applied, checked (an unknown key or a bad value is an InputError)."""
+    return apply_overrides(load_runtime_config(args.config), args.overrides, args.config or "runtime config")

@@ -451,14 +451,14 @@ def print_report(summary: dict[str, Any], header: str, out=sys.stdout) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from runtime.config import add_settings_args, settings_from_args
+
     p = argparse.ArgumentParser(prog="python -m runtime.evaluate_live",
                                 description="Score the live pipeline on spoken (espeak-ng) validation dialogues.")
     p.add_argument("--model", default="iemocap", help="shipped model name or model directory (default iemocap)")
     p.add_argument("--backend", default=None, help="backend (default: the fastest available)")
     add_render_args(p)
-    p.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one runtime setting, e.g. --set segmentation.boundary_pause_ms=700")
+    add_settings_args(p)
     p.add_argument("--speakers", type=int, metavar="N", help="fix the number of speakers")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--out", metavar="FILE", help="also write the JSON figures (and the final events, final_events) to FILE")
@@ -470,11 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from runtime.asr import Transcriber
-    from runtime.config import apply_overrides, load_runtime_config
     from runtime.features import FeatureBuilder
     from runtime.recognizer import select_backend
     from runtime.speakers import VoiceEncoder
-    cfg = apply_overrides(load_runtime_config(args.config), args.set)
+
+    cfg = settings_from_args(args)
     if args.speakers:
         cfg.speakers.n_speakers = args.speakers
     backend, _ = select_backend(args.model, args.backend)
@@ -495,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gap = f"{args.gap:g} s gaps" if args.gap is not None else f"gaps drawn from {lo:g}-{hi:g} s (seed {args.seed})"
     summary = summarize(results, manifest.labels, {lab: i for i, lab in enumerate(manifest.labels)})
     summary["setup"] = {"model": manifest.name, "backend": backend.name, "data": str(data), "gap": args.gap,
-                        "gap_range": [lo, hi], "seed": args.seed, "overrides": list(args.set),
+                        "gap_range": [lo, hi], "seed": args.seed, "overrides": list(args.overrides),
                         "speakers": args.speakers}
     if args.out:
         write_text_atomic(args.out, json.dumps({**summary, "final_events": all_events}, indent=1))

@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from runtime.config import DEMO_DIR, SAMPLE_RATE, apply_overrides, load_runtime_config
+from runtime.config import DEMO_DIR, SAMPLE_RATE, add_settings_args, settings_from_args
 from runtime.events import EventWriter, StatusLine
 from train.common import InputError, python_m, run_cli
 
@@ -81,9 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="inference backend (default: the fastest available: trt, onnx-int8, onnx, torch)")
     mod.add_argument("--asr-model", metavar="PATH", help="CTranslate2 Whisper model directory (default: tiny.en)")
     mod.add_argument("--speakers", type=int, metavar="N", help="fix the number of speakers (default: open set)")
-    mod.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
-    mod.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override one runtime setting, e.g. --set segmentation.boundary_pause_ms=700 (repeatable)")
+    add_settings_args(mod)
     out = p.add_argument_group("outputs")
     out.add_argument("--events", metavar="FILE", help="JSON-lines events to FILE, or - for stdout")
     out.add_argument("--window", action="store_true", help="show the camera with a live overlay (needs a display)")
@@ -461,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runtime.overlay import check_display
 
         check_display()
-    cfg = apply_overrides(load_runtime_config(args.config), args.overrides, "--set")
+    cfg = settings_from_args(args)
     if args.asr_model:
         cfg.asr.model = args.asr_model
     if args.speakers:

@@ -96,14 +96,14 @@ def fw_defaults_text(transcriber, audio: np.ndarray, language: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from runtime import evaluate_live as ev
+    from runtime.config import add_settings_args, settings_from_args
 
     p = argparse.ArgumentParser(prog="python -m runtime.tools.asr_sweep",
                                 description="ASR settings on the gold utterances of spoken validation dialogues.")
     ev.add_render_args(p)
     p.add_argument("--variants", nargs="+", default=["default", "greedy", "beam5", "greedy_prompt"],
                    choices=sorted(VARIANTS), help="settings to compare (default: default greedy beam5 greedy_prompt)")
-    p.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one runtime setting")
+    add_settings_args(p)
     p.add_argument("--worst", type=int, default=0, metavar="N", help="list the N utterances with the most edits (first variant)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -113,10 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from runtime.asr import Transcriber, previous_text_prompt
-    from runtime.config import SAMPLE_RATE, apply_overrides, load_runtime_config
+    from runtime.config import SAMPLE_RATE
     from runtime.tools.make_speech import read_wav
 
-    cfg = apply_overrides(load_runtime_config(args.config), args.set)
+    cfg = settings_from_args(args)
     dialogues = ev.validation_dialogues(args, "iemocap")
     work = Path(args.work)
     transcribers: dict[tuple, Transcriber] = {}

@@ -67,29 +67,28 @@ def segment_dialogue(wav: Path, cfg, encoder) -> tuple[list[dict], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from runtime import evaluate_live as ev
+    from runtime.config import add_settings_args, settings_from_args
 
     p = argparse.ArgumentParser(prog="python -m runtime.tools.segmentation_sweep",
                                 description="Utterance boundaries and speakers on spoken validation dialogues, no ASR.")
     ev.add_render_args(p)
-    p.add_argument("--config", metavar="YAML", help="runtime settings (default: configs/runtime.yaml values)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one runtime setting")
+    add_settings_args(p)
     p.add_argument("--diag", action="store_true", help="list the missed utterances with the other speaker on both sides")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     gap_arg, gap_range = ev.checked_gaps(args)
 
-    from runtime.config import apply_overrides, load_runtime_config
     from runtime.speakers import VoiceEncoder
 
-    cfg = apply_overrides(load_runtime_config(args.config), args.set)
+    cfg = settings_from_args(args)
     dialogues = ev.validation_dialogues(args, "iemocap")  # validation only: never a test split
     work = Path(args.work)
     encoder = VoiceEncoder(cfg.speakers.cache_dir)
     t0 = time.perf_counter()
     tot = dict(n=0, matched=0, both=0, both_matched=0, pure=0, judged=0, count_right=0, changes=0)
     gap = f"{gap_arg:g} s gaps" if gap_arg is not None else f"gaps drawn from {gap_range[0]:g}-{gap_range[1]:g} s"
-    print(f"segmentation alone, {len(dialogues)} validation dialogues, {gap}" + (f", --set {' '.join(args.set)}" if args.set else ""))
+    print(f"segmentation alone, {len(dialogues)} validation dialogues, {gap}" + (f", --set {' '.join(args.overrides)}" if args.overrides else ""))
     for d in dialogues:
         wav, gold = ev.render_dialogue(d, work, gap_arg, args.seed, gap_range)
         finals, changes = segment_dialogue(wav, cfg, encoder)
