@@ -87,7 +87,6 @@ class UtteranceAssembler:
         self.early = min(self.cfg.early_decode_ms, self.cfg.provisional_pause_ms) * ms
         # a provisional view's audio after the speech: what exists when it is first handed on
         self.provisional_tail = min(self.pad, self.early)
-        self.min_speech = self.vad_cfg.min_speech_ms * ms
         self.max_len = int(self.vad_cfg.max_utterance_s * SAMPLE_RATE)
         self.reset()
 
@@ -206,7 +205,7 @@ class UtteranceAssembler:
             return []
         p0, silence = seg.pause_start, seg.scored - seg.pause_start
         s0 = max(seg.speech_start, self._taken)
-        if silence < self.early or p0 - s0 < self.min_speech:
+        if silence < self.early or p0 - s0 < seg.min_speech:
             return []  # too soon, or speech the VAD would drop as too short
         if self._open and p0 - self._start > self.max_len:
             return []  # _check_boundary cuts it at max_utterance_s
