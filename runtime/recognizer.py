@@ -46,8 +46,9 @@ provisional label's latency), and as soon as the pause begins: the segmenter han
 ``speculative`` after ``segmentation.early_decode_ms`` of silence, and the model thread transcribes
 it then (and embeds its voice) without emitting anything; the view that shows it, after
 ``segmentation.provisional_pause_ms``, carries the same audio and finds both done. When a view's
-audio and settings are exactly those the last view transcribed, that transcript is reused (a final
-whose audio a provisional view already had, too).
+audio and decoding settings (beam, prompt) are exactly those the last view transcribed, that
+transcript is reused; a final view, decoded with other settings than a provisional one by default,
+is transcribed itself.
 
 Latency (``latency_ms`` of each event, see :mod:`runtime.events`): the reference point is the
 moment the audio that closed the utterance arrived (live sources), or the moment the segmenter
