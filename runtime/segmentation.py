@@ -222,10 +222,9 @@ class UtteranceAssembler:
         """The open utterance (or the one this stretch opens) up to the pause at ``p0``, with the
         stretch in progress from ``s0``."""
         start = self._start if self._open else s0
-        a0 = max(start - self.pad, self._floor)
         stretches = (list(self._stretches) if self._open else []) + [(s0, p0)]
-        return Span(self._uid, start, p0, self._audio(a0, p0 + self.provisional_tail), max(a0, self._buf_start),
-                    self.seg.scored, False, "pause", stretches, speculative=speculative)
+        return self._span(start, p0, stretches, p0 + self.provisional_tail, self.seg.scored, False, "pause",
+                          speculative=speculative)
 
     def _check_boundary(self) -> list[Span]:
         if not self._open:
@@ -247,11 +246,17 @@ class UtteranceAssembler:
 
     def _view(self, final: bool, reason: str, decided_at: int, end_cap: int | None = None,
               tail: int | None = None) -> Span:
-        a0 = max(self._start - self.pad, self._floor)
         a1 = min(self._end + (self.pad if tail is None else tail), decided_at,
                  end_cap if end_cap is not None else decided_at)
-        return Span(self._uid, self._start, self._end, self._audio(a0, a1), max(a0, self._buf_start), decided_at,
-                    final, reason, list(self._stretches))
+        return self._span(self._start, self._end, list(self._stretches), a1, decided_at, final, reason)
+
+    def _span(self, start: int, end: int, stretches: list[tuple[int, int]], a1: int, decided_at: int,
+              final: bool, reason: str, speculative: bool = False) -> Span:
+        """A view of speech ``start``..``end`` whose audio runs from ``pad`` before it (never before
+        the last closed utterance's audio) to ``a1``."""
+        a0 = max(start - self.pad, self._floor)
+        return Span(self._uid, start, end, self._audio(a0, a1), max(a0, self._buf_start), decided_at,
+                    final, reason, stretches, speculative=speculative)
 
     def _close(self, reason: str, decided_at: int, end_cap: int | None = None) -> Span:
         span = self._view(True, reason, decided_at, end_cap)
