@@ -1,4 +1,4 @@
-"""Weighing the utterance itself (utterance.gate / own_logits / shift_weight) and seed ensembles."""
+"""Weighing the utterance itself (utterance.gate / own_logits / shift_weight / shift_aux) and seed ensembles."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ from train.common import InputError
 from train.graph import window_size
 from train.model import ARIIGCN, SeedEnsemble, build_model
 from train.model.rgcn import row_normalised_adjacency as dense_adjacency
+from train.model.utterance import previous_labelled
 
 OPTIONS = {"gate": {"gate": True}, "own": {"own_logits": True, "own_weight": 0.5}, "both": {"gate": True, "own_logits": True}}
 
@@ -74,11 +75,48 @@ def test_shift_weight_reweighs_only_shifts():
     assert torch.isclose(weighted, (per * w).sum() / w.sum()) and not torch.isclose(weighted, plain)
 
 
+def test_previous_labelled_pairs_each_utterance_with_its_speakers_last_labelled_one():
+    labels = torch.tensor([0, 1, -1, 2, 0, 3, 4])
+    speakers = torch.tensor([0, 1, 0, 0, 1, 0, 0])
+    # two dialogues of 5 and 2: the second starts afresh; the unlabelled utterance 2 is skipped
+    prev = previous_labelled(labels, speakers, torch.tensor([5, 2]))
+    assert prev.tolist() == [-1, -1, -1, 0, 1, -1, 5]
+
+
+def test_shift_aux_trains_a_head_on_speaker_pairs_and_leaves_inference_alone():
+    model, cfg = _model({"shift_aux": 0.5})
+    plain, _ = _model()
+    model.train()
+    d = make_dialogue(np.random.default_rng(2), 12)
+    d.speakers = ["A", "B"] * 6
+    d.labels = np.array([0, 1, 0, 1, 2, 1, 2, 1, 0, 1, 0, 1])
+    batch = collate([d], cfg.data.modalities, cfg.graph)
+    out = model(batch)
+    losses = model.losses(out, batch)
+    assert losses["shift"] > 0
+    model.cfg.utterance.shift_aux = 0.0
+    assert torch.isclose(losses["total"] - model.losses(out, batch)["total"], 0.5 * losses["shift"])
+    model.cfg.utterance.shift_aux = 0.5
+    losses["shift"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.utterance.shift_head.parameters())
+    # inference is the plain model's: same parameters outside the head give the same logits
+    missing = plain.load_state_dict(model.state_dict(), strict=False)
+    assert all(k.startswith("utterance.shift_head") for k in missing.unexpected_keys) and not missing.missing_keys
+    model.eval(), plain.eval()
+    assert torch.allclose(model.predict_proba(batch), plain.predict_proba(batch))
+    # one speaker's utterances all alike: no shifts, only "no shift" targets
+    d.labels = np.zeros(12, dtype=np.int64)
+    same = model.losses(model(collate([d], cfg.data.modalities, cfg.graph)), collate([d], cfg.data.modalities, cfg.graph))
+    assert same["shift"] > 0 and torch.isfinite(same["shift"])
+
+
 def test_bad_utterance_options_are_refused():
     with pytest.raises(InputError, match="own_logits"):
         make_cfg(["text"], utterance={"own_weight": 0.5})
     with pytest.raises(InputError, match="shift_weight"):
         make_cfg(["text"], utterance={"shift_weight": 0.0})
+    with pytest.raises(InputError, match="shift_aux"):
+        make_cfg(["text"], utterance={"shift_aux": -1.0})
     with pytest.raises(InputError, match="ensemble"):
         make_cfg(["text"], model={"ensemble": 0})
 

@@ -109,6 +109,9 @@ class UtteranceConfig:
     own_logits: bool = False  # a context-free head whose logits are added to the classifier's
     own_weight: float = 0.0  # weight of that head's own cross-entropy (needs own_logits)
     shift_weight: float = 1.0  # cross-entropy weight of training utterances that are emotion shifts
+    # Weight of an auxiliary loss (training only, 0 = off): a head on the graph states of an
+    # utterance and of its speaker's previous labelled one says whether the emotion shifted.
+    shift_aux: float = 0.0
 
 
 @dataclass
@@ -178,8 +181,8 @@ class Config:
         if self.model.ensemble < 1:
             raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
         u = self.utterance
-        if u.own_weight < 0 or u.shift_weight <= 0:
-            raise InputError("utterance.own_weight must be >= 0 and utterance.shift_weight > 0", path=source)
+        if u.own_weight < 0 or u.shift_weight <= 0 or u.shift_aux < 0:
+            raise InputError("utterance.own_weight and utterance.shift_aux must be >= 0 and utterance.shift_weight > 0", path=source)
         if u.own_weight > 0 and not u.own_logits:
             raise InputError("utterance.own_weight > 0 needs utterance.own_logits: true", path=source)
 

@@ -47,7 +47,7 @@ from train.model.classifier import UtteranceClassifier
 from train.model.contrastive import contrastive_losses
 from train.model.projection import ModalityProjection
 from train.model.rgcn import RelationalGCN
-from train.model.utterance import UtteranceWeighing, batch_shifts
+from train.model.utterance import UtteranceWeighing, batch_shifts, previous_labelled
 
 
 @dataclass
@@ -249,7 +249,7 @@ class ARIIGCN(nn.Module):
 
         Returns a dict of scalars: ``ce`` (cross-entropy over labelled utterances, optional
         class weights (C,)), ``adv`` (the adversarial term in ``total``), ``adv_d``, ``adv_g``, ``adv_r1``,
-        ``intra``, ``inter`` and ``total``. Switched-off terms are 0.
+        ``intra``, ``inter``, ``shift`` (``utterance.shift_aux``) and ``total``. Switched-off terms are 0.
         """
         if out.logits is None or out.states is None:
             raise RuntimeError("losses need a full forward pass, not a discriminator-only one")
@@ -288,6 +288,11 @@ class ARIIGCN(nn.Module):
         if want_intra or want_inter:
             intra, inter = contrastive_losses(out.states, batch.present, labels, cc.temperature,
                                               intra=want_intra, inter=want_inter)
-        total = ce + ac.weight * adv + cc.intra_weight * intra + cc.inter_weight * inter
+        shift = zero
+        if self.cfg.utterance.shift_aux > 0:
+            shift = self.utterance.shift_loss(out.states, batch.present, labels,
+                                              previous_labelled(labels, batch.speakers, batch.lengths))
+        total = (ce + ac.weight * adv + cc.intra_weight * intra + cc.inter_weight * inter
+                 + self.cfg.utterance.shift_aux * shift)
         return {"ce": ce, "adv": adv, "adv_d": adv_d, "adv_g": adv_g, "adv_r1": adv_r1, "intra": intra, "inter": inter,
-                "total": total}
+                "shift": shift, "total": total}

@@ -13,6 +13,11 @@ the README:
   that head with its own cross-entropy.
 - ``shift_weight``: the cross-entropy weight of training utterances that are shifts (gold label
   differs from the same speaker's previous labelled one), 1 = plain cross-entropy.
+- ``shift_aux``: an auxiliary task (training only): with :math:`z_u` the graph state pooled over
+  modalities and :math:`p` the same speaker's previous labelled utterance, a head predicts
+  :math:`P(\text{shift}_u) = \sigma(\mathrm{MLP}([z_u; z_p; |z_u - z_p|]))`, trained with
+  binary cross-entropy weighted by ``shift_aux``, so the states must keep what tells an
+  utterance from its speaker's last one. Inference does not use the head.
 
 All of it is dense and per utterance, so it exports to ONNX and keeps the causal window exact.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from train.config import UtteranceConfig
@@ -34,6 +40,8 @@ class UtteranceWeighing(nn.Module):
         super().__init__()
         self.gate = nn.Linear(2 * hidden, hidden) if cfg.gate else None
         self.own_head = UtteranceClassifier(hidden, classifier_hidden, n_classes, dropout) if cfg.own_logits else None
+        self.shift_head = nn.Sequential(nn.Linear(3 * hidden, classifier_hidden), nn.ReLU(), nn.Dropout(dropout),
+                                        nn.Linear(classifier_hidden, 1)) if cfg.shift_aux > 0 else None
 
     def mix(self, own: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         """(M, N, H) states the classifier reads: gated own/context states, or ``ctx`` without the gate."""
@@ -45,6 +53,42 @@ class UtteranceWeighing(nn.Module):
     def own_logits(self, own: torch.Tensor, present: torch.Tensor) -> torch.Tensor | None:
         """(N, C) context-free logits, or None without ``own_logits``."""
         return None if self.own_head is None else self.own_head(own, present)
+
+
+    def shift_loss(self, states: torch.Tensor, present: torch.Tensor, labels: torch.Tensor,
+                   previous: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of the shift head (0 without ``shift_aux``, or with no pairs).
+
+        Shapes: states (M, N, H) graph states (absent nodes 0), present (N, M) bool, labels (N,)
+        (-1 unlabelled), previous (N,) long from :func:`previous_labelled` (-1: none).
+        """
+        if self.shift_head is None:
+            return states.new_zeros(())
+        count = present.sum(dim=1, keepdim=True).clamp(min=1).to(states.dtype)
+        z = states.sum(dim=0) / count  # (N, H) mean over the modalities present
+        pairs = (previous >= 0) & (labels >= 0)
+        if not bool(pairs.any()):
+            return self.shift_head(z[:1].repeat(1, 3)).sum() * 0.0  # keeps the head in the graph (DDP)
+        u, p = pairs.nonzero(as_tuple=True)[0], previous[pairs]
+        logit = self.shift_head(torch.cat([z[u], z[p], (z[u] - z[p]).abs()], dim=-1)).squeeze(-1)
+        target = (labels[u] != labels[p]).to(logit.dtype)
+        return F.binary_cross_entropy_with_logits(logit, target)
+
+
+def previous_labelled(labels: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(N,) long: for each utterance of a batch of dialogues, the batch index of the same speaker's
+    previous labelled utterance in its dialogue, or -1 (the pairs :func:`train.metrics.shift_mask` compares)."""
+    y, s = labels.cpu().tolist(), speakers.cpu().tolist()
+    out, start = [-1] * len(y), 0
+    for n in lengths.tolist():
+        last: dict[int, int] = {}
+        for i in range(start, start + n):
+            if y[i] < 0:
+                continue
+            out[i] = last.get(s[i], -1)
+            last[s[i]] = i
+        start += n
+    return torch.tensor(out, dtype=torch.long, device=labels.device)
 
 
 def batch_shifts(labels: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
