@@ -25,7 +25,10 @@ when its cosine similarity to every centroid is below ``threshold`` (open set,
 integers 0, 1, ... in order of first appearance. When two centroids come within
 ``merge_threshold`` of each other, they were one voice split in two: the younger id is merged
 into the older and never used again, and the assignment reports the merge so that the runtime
-re-labels the past (a ``speaker_update`` event, the conversation graph's window).
+re-labels the past (a ``speaker_update`` event, the conversation graph's window). A speaker none
+of whose utterances was long enough to found one (the conversation's first utterance, when it is
+short) is *tentative*: its centroid is a short clip's noisy embedding, so it merges as soon as it
+comes within ``threshold`` (the bar for joining) of another speaker.
 """
 from __future__ import annotations
 
@@ -255,7 +258,9 @@ class SpeakerClusterer:
     set) -- with ``n_speakers``, only while fewer than N exist. After each assignment, two
     centroids at least ``merge_threshold`` alike are one voice: the younger id is merged into the
     older one (its utterances join it; its id is never used again) and the merge is reported, so
-    that whoever labelled past utterances with it can re-label them.
+    that whoever labelled past utterances with it can re-label them. A tentative speaker (no
+    utterance of it was allowed to found one: ``may_found`` False throughout, i.e. short audio)
+    merges at ``threshold`` instead: its centroid is no better than one short clip's embedding.
     """
 
     def __init__(self, n_speakers: int | None = None, threshold: float = 0.75, merge_threshold: float | None = None):
@@ -266,6 +271,7 @@ class SpeakerClusterer:
         self.merge_threshold = threshold if merge_threshold is None else merge_threshold
         self._sums: dict[int, np.ndarray] = {}
         self._counts: dict[int, int] = {}
+        self._established: dict[int, bool] = {}  # some utterance of it could have founded a speaker
         self._next = 0
 
     @property
@@ -305,11 +311,13 @@ class SpeakerClusterer:
             sid = self._next
             self._next += 1
             self._sums[sid], self._counts[sid] = e.copy(), 1
+            self._established[sid] = may_found
             a = SpeakerAssignment(sid, 1.0, True)
         else:
             sid, sim = near
             self._sums[sid] = self._sums[sid] + e
             self._counts[sid] += 1
+            self._established[sid] = self._established[sid] or may_found
             a = SpeakerAssignment(sid, sim, False)
         a.merges = self._merge()
         for merged, into in a.merges:
@@ -320,18 +328,23 @@ class SpeakerClusterer:
     def _merge(self) -> list[tuple[int, int]]:
         merges = []
         while len(self._sums) > 1:
+            ids = self.ids
             c = self.centroids
             sims = c @ c.T
-            np.fill_diagonal(sims, -1.0)
-            i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
-            if sims[i, j] < self.merge_threshold:
+            np.fill_diagonal(sims, -np.inf)
+            established = np.array([self._established[k] for k in ids])
+            bar = np.where(established[:, None] & established[None, :], self.merge_threshold,
+                           min(self.threshold, self.merge_threshold))  # (S, S): a tentative pair's bar is the join bar
+            i, j = np.unravel_index(int(np.argmax(sims - bar)), sims.shape)
+            if sims[i, j] < bar[i, j]:
                 break
-            ids = self.ids
             into, merged = min(ids[i], ids[j]), max(ids[i], ids[j])
-            log.info("speakers %d and %d are one voice (centroid cosine %.3f): %d merged into %d",
-                     into, merged, sims[i, j], merged, into)
+            log.info("speakers %d and %d are one voice (centroid cosine %.3f%s): %d merged into %d",
+                     into, merged, sims[i, j], "" if established[i] and established[j] else ", one tentative",
+                     merged, into)
             self._sums[into] = self._sums[into] + self._sums.pop(merged)
             self._counts[into] += self._counts.pop(merged)
+            self._established[into] = self._established[into] or self._established.pop(merged)
             merges.append((merged, into))
         return merges
 

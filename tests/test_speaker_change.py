@@ -41,6 +41,34 @@ def test_two_clusters_of_one_voice_are_merged_and_reported():
     assert c.next_id == 3
 
 
+def test_a_speaker_founded_by_a_short_clip_merges_at_the_join_bar():
+    """A conversation's first utterance is short ("Next."): it founds speaker 0 though it may not
+    (nobody to join yet), and its noisy embedding ends up 0.77 from its own voice: under the merge
+    bar (0.8). The voice's first long utterance looks less like it (0.69) and founds speaker 2;
+    as the voice's next utterances pull speaker 2's centroid towards it, the two centroids pass
+    the join bar (0.75). Speaker 0 is tentative, so it merges there; had its first clip been
+    long enough to found a speaker, the two would stay apart."""
+    q, _ = np.linalg.qr(np.random.default_rng(3).standard_normal((64, 4)))
+    v, n, m, w = q.T
+    unit = lambda x: x / np.linalg.norm(x)  # noqa: E731
+    short = 0.77 * v + np.sqrt(1 - 0.77**2) * n  # cosine 0.77 to the voice v
+    for may_found in (False, True):
+        c = SpeakerClusterer(threshold=0.75, merge_threshold=0.8)
+        assert c.assign(short, may_found=may_found).speaker == 0
+        assert c.assign(w).speaker == 1
+        assert c.assign(unit(v + 0.5 * m)).speaker == 2  # cosine 0.69 to speaker 0: a new speaker
+        merges, ids = [], []
+        for _ in range(6):
+            asg = c.assign(v)
+            merges += asg.merges
+            ids.append(asg.speaker)
+        if may_found:  # an established pair at 0.77 stays apart
+            assert merges == [] and ids == [2] * 6 and c.ids == [0, 1, 2]
+        else:  # merged once, into the older id, which the voice keeps
+            assert merges == [(2, 0)] and ids[-1] == 0 and c.ids == [0, 1]
+            assert c.assign(w).speaker == 1 and c.next_id == 3
+
+
 def test_fixed_number_of_speakers_is_kept():
     rng = np.random.default_rng(1)
     c = SpeakerClusterer(n_speakers=2, threshold=0.75)
