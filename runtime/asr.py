@@ -20,7 +20,11 @@ make Whisper repeat itself until the token cap; 10 s keeps it well-behaved.
 Decoding (``asr.beam_size``, the call's ``beam_size``): greedy (1) or beam search. ``prompt``: the
 text said before (the live pipeline gives its previous final transcripts), Whisper's
 ``<|startofprev|>`` context; a prompted decode that the guards refuse is decoded again without
-it. Measured on the gold utterance spans of 6 validation renders (``python -m
+it. So is one that says a run of ``asr.repeat_min_words`` or more words twice in a row: the
+prompt makes tiny.en repeat a whole short utterance ("Guess what came today? Guess what came
+today?" from 1.3 s of audio; with beam 5 or greedy, found on the validation renders, where the
+same audio without the prompt gives the sentence once). The unprompted transcript is kept unless
+it repeats as well (then the speech itself repeats, and the prompted one stays). Measured on the gold utterance spans of 6 validation renders (``python -m
 runtime.tools.asr_sweep``; configs/runtime.yaml has the figures): beam 5 + a prompt of the 4
 previous transcripts 12.2% WER against 14.8% greedy, at ~1.4x the ASR time; a greedy decode loops
 ("no, no, no, ..." until the token cap) on some long utterances that beam 5 transcribes. Every
@@ -83,6 +87,19 @@ def previous_text_prompt(transcripts: Sequence[str], n: int) -> str | None:
     """Whisper's prompt from what was said before: the last ``n`` of ``transcripts`` (oldest
     first), joined; None when ``n`` is 0 or nothing was said (``transcripts[-0:]`` would be all)."""
     return " ".join(transcripts[-n:]) or None if n > 0 else None
+
+
+def repeated_run(words: Sequence[str], min_words: int) -> bool:
+    """True when ``words`` holds a run of at least ``min_words`` words said twice in a row
+    (``words[i:i+k] == words[i+k:i+2k]``, ``k >= min_words``); ``min_words`` 0 never matches."""
+    n = len(words)
+    if min_words < 1:
+        return False
+    for k in range(min_words, n // 2 + 1):
+        for i in range(n - 2 * k + 1):
+            if words[i:i + k] == words[i + k:i + 2 * k]:
+                return True
+    return False
 
 
 def max_new_tokens(seconds: float) -> int:
@@ -248,11 +265,19 @@ class Transcriber:
             log.debug("ASR skipped: %.0f dBFS, %d samples", level, audio.size)
             return None
         tr = self._guarded(audio, level, prompt, beam, t0)
-        if tr is None and prompt and prompt.strip():
-            # a prompt can lead Whisper astray (a repetition loop, text the guards refuse) on speech
-            # that it transcribes without one: measured on validation renders (runtime.tools.asr_sweep)
+        if not (prompt and prompt.strip()):
+            return tr
+        # a prompt can lead Whisper astray on speech that it transcribes without one: a repetition
+        # loop or text the guards refuse, or the utterance said twice (module docstring)
+        if tr is None:
             log.info("ASR: the prompted decode was refused; decoding again without the prompt")
-            tr = self._guarded(audio, level, None, beam, t0)
+            return self._guarded(audio, level, None, beam, t0)
+        if repeated_run(normalize_words(tr.text), cfg.repeat_min_words):
+            plain = self._guarded(audio, level, None, beam, t0)
+            if plain is not None and not repeated_run(normalize_words(plain.text), cfg.repeat_min_words):
+                log.info("ASR: the prompted decode %r repeats itself; kept the decode without the prompt %r",
+                         tr.text, plain.text)
+                return plain
         return tr
 
     def _guarded(self, audio: np.ndarray, level: float, prompt: str | None, beam: int, t0: float) -> Transcript | None:

@@ -103,6 +103,10 @@ class AsrConfig:
     beam_size: int = 5
     provisional_beam_size: int = 1
     prompt_utterances: int = 4  # previous final transcripts given as the prompt (0 = none)
+    # A prompted transcript that says a run of words twice in a row ("What could happen in a
+    # year? What could happen in a year?" from 1.4 s of audio) is decoded again without the prompt,
+    # and that transcript is kept unless it repeats too; 0 = no check. See runtime/asr.py.
+    repeat_min_words: int = 4
     # Encoder window for utterances shorter than this minus 1 s; 30 = Whisper's standard window.
     # Shorter = faster (the encoder's cost is proportional); see runtime/asr.py for the measurements.
     context_s: float = 10.0
@@ -169,6 +173,8 @@ class RuntimeConfig:
         if not 0 <= a.prompt_utterances <= MAX_CONTEXT_TURNS:
             raise InputError(f"asr.prompt_utterances must be between 0 and {MAX_CONTEXT_TURNS} (the history kept)",
                              path=source)
+        if a.repeat_min_words < 0 or a.repeat_min_words == 1:
+            raise InputError("asr.repeat_min_words must be 0 (no check) or >= 2", path=source)
         if s.n_speakers is not None and (not isinstance(s.n_speakers, int) or s.n_speakers < 1):
             raise InputError(f"speakers.n_speakers must be a positive integer or null, not {s.n_speakers!r}", path=source)
         if not -1.0 < s.merge_threshold <= 1.0:

@@ -467,6 +467,52 @@ def test_asr_refused_prompted_decode_is_retried_without_the_prompt(tmp_path, tra
     assert transcriber.transcribe(np.zeros(2 * SR, np.float32), prompt="anything") is None and seen == []  # level gate
 
 
+def test_repeated_run_finds_a_run_of_words_said_twice_in_a_row():
+    from runtime.asr import normalize_words, repeated_run
+
+    w = normalize_words("What could happen in a year? What could happen in a year?")
+    assert repeated_run(w, 4) and repeated_run(w, 6) and not repeated_run(w, 7) and not repeated_run(w, 0)
+    # said twice but not in a row, or a short run twice: not a repeat
+    assert not repeated_run(normalize_words("I need three forms. It's a long story. I need three forms."), 4)
+    assert not repeated_run(normalize_words("No, no, no. I did not."), 4)
+    assert repeated_run(normalize_words("Okay so. I don't want to, I don't want to go."), 4)
+
+
+@needs_espeak
+def test_asr_prompted_decode_that_repeats_itself_gives_way_to_the_unprompted_one(tmp_path, transcriber, monkeypatch):
+    """tiny.en, prompted with what was said before, says this short utterance twice (as it did on
+    the validation renders). With the check, the audio is decoded again without the prompt and
+    that transcript (said once) is kept; when the unprompted one repeats too (the speech itself
+    repeats), the prompted one stays; with the check off, nothing is redone."""
+    import dataclasses
+
+    from runtime.asr import Transcriber, normalize_words, repeated_run
+    from runtime.tools.make_speech import VOICES, synthesize
+
+    said = "Guess what came today?"
+    audio = np.pad(synthesize(said, VOICES["A"], tmp_path), SR // 4)
+    real = Transcriber._guarded
+    seen, double_plain = [], [False]
+
+    def spy(self, audio, level, prompt, beam, t0):
+        seen.append(prompt)
+        t = real(self, audio, level, prompt, beam, t0)
+        return dataclasses.replace(t, text=f"{t.text} {t.text}") if double_plain[0] and not prompt else t
+
+    monkeypatch.setattr(Transcriber, "_guarded", spy)
+    off = Transcriber(dataclasses.replace(transcriber.cfg, repeat_min_words=0))
+    t = off.transcribe(audio, prompt="I have news.")
+    assert seen == ["I have news."] and repeated_run(normalize_words(t.text), 4)  # the failure, unchecked
+    seen.clear()
+    t = transcriber.transcribe(audio, prompt="I have news.")
+    assert seen == ["I have news.", None] and word_error_rate(said, t.text) <= 0.25  # said once
+    seen.clear()
+    double_plain[0] = True
+    t = transcriber.transcribe(audio, prompt="I have news.")
+    assert seen == ["I have news.", None] and repeated_run(normalize_words(t.text), 4)
+    assert word_error_rate(f"{said} {said}", t.text) <= 0.25  # the prompted transcript stayed
+
+
 def test_asr_decoding_settings_are_checked():
     from runtime.config import apply_overrides, load_runtime_config
 
@@ -476,6 +522,8 @@ def test_asr_decoding_settings_are_checked():
         apply_overrides(load_runtime_config(None), ["asr.prompt_utterances=9"])
     with pytest.raises(InputError, match="provisional_beam_size must be >= 1"):
         apply_overrides(load_runtime_config(None), ["asr.provisional_beam_size=0"])
+    with pytest.raises(InputError, match="repeat_min_words must be 0"):
+        apply_overrides(load_runtime_config(None), ["asr.repeat_min_words=1"])
 
 
 def test_previous_text_prompt_takes_the_last_n_transcripts():

@@ -70,6 +70,7 @@ VARIANTS: dict[str, Variant] = {
     "tail64": Variant(asr=GREEDY, tail_s=0.064),
     "greedy_prompt": Variant(asr=GREEDY, prompt=4),
     "prompt_beam5": Variant(asr={"beam_size": 5}, prompt=4),
+    "prompt_beam5_repeats": Variant(asr={"beam_size": 5, "repeat_min_words": 0}, prompt=4),  # no repeat check
     "prompt_beam10": Variant(asr={"beam_size": 10}, prompt=4),
     "prompt2_beam5": Variant(asr={"beam_size": 5}, prompt=2),
     "prompt8_beam5": Variant(asr={"beam_size": 5}, prompt=8),
