@@ -24,8 +24,9 @@ it. So is one that says a run of ``asr.repeat_min_words`` or more words twice in
 prompt makes tiny.en repeat a whole short utterance ("Guess what came today? Guess what came
 today?" from 1.3 s of audio; with beam 5 or greedy, found on the validation renders, where the
 same audio without the prompt gives the sentence once). The unprompted transcript is kept unless
-it repeats as well (then the speech itself repeats, and the prompted one stays). Measured on the gold utterance spans of 6 validation renders (``python -m
-runtime.tools.asr_sweep``; configs/runtime.yaml has the figures): beam 5 + a prompt of the 4
+it repeats as well (then the speech itself repeats, and the prompted one stays). Measured on the
+gold utterance spans of 6 validation renders (``python -m runtime.tools.asr_sweep``;
+configs/runtime.yaml has the figures): beam 5 + a prompt of the 4
 previous transcripts 12.2% WER against 14.8% greedy, at ~1.4x the ASR time; a greedy decode loops
 ("no, no, no, ..." until the token cap) on some long utterances that beam 5 transcribes. Every
 decode is capped at 10 tokens per second of audio + 16 (a loop stops early).

@@ -48,22 +48,29 @@ class Scores:
         return d
 
 
-def shift_mask(labels: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
-    """(n,) bool for one dialogue: True where the gold label differs from the gold label of the same
-    speaker's previous labelled utterance (an emotion shift). A speaker's first labelled utterance
-    and unlabelled utterances (-1) are not shifts."""
+def previous_labelled(labels: np.ndarray, speakers: Sequence) -> np.ndarray:
+    """(n,) int64 for one dialogue: the index of the same speaker's previous labelled utterance,
+    or -1 (unlabelled utterances (-1) and a speaker's first labelled one)."""
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(speakers) != labels.size:
         raise ValueError(f"{labels.size} labels but {len(speakers)} speakers")
-    out = np.zeros(labels.size, dtype=bool)
-    last: dict[str, int] = {}
+    out = np.full(labels.size, -1, dtype=np.int64)
+    last: dict = {}
     for i, (y, s) in enumerate(zip(labels.tolist(), speakers)):
         if y < 0:
             continue
-        if s in last and last[s] != y:
-            out[i] = True
-        last[s] = y
+        out[i] = last.get(s, -1)
+        last[s] = i
     return out
+
+
+def shift_mask(labels: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
+    """(n,) bool for one dialogue: True where the gold label differs from the gold label of the same
+    speaker's previous labelled utterance (an emotion shift; :func:`previous_labelled`). A speaker's
+    first labelled utterance and unlabelled utterances (-1) are not shifts."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    prev = previous_labelled(labels, speakers)
+    return (prev >= 0) & (labels != labels[np.maximum(prev, 0)])
 
 
 def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.config import UtteranceConfig
-from train.metrics import shift_mask
+from train.metrics import previous_labelled as dialogue_previous_labelled
 from train.model.classifier import UtteranceClassifier
 
 
@@ -54,7 +54,6 @@ class UtteranceWeighing(nn.Module):
         """(N, C) context-free logits, or None without ``own_logits``."""
         return None if self.own_head is None else self.own_head(own, present)
 
-
     def shift_loss(self, states: torch.Tensor, present: torch.Tensor, labels: torch.Tensor,
                    previous: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy of the shift head (0 without ``shift_aux``, or with no pairs).
@@ -77,25 +76,17 @@ class UtteranceWeighing(nn.Module):
 
 def previous_labelled(labels: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(N,) long: for each utterance of a batch of dialogues, the batch index of the same speaker's
-    previous labelled utterance in its dialogue, or -1 (the pairs :func:`train.metrics.shift_mask` compares)."""
-    y, s = labels.cpu().tolist(), speakers.cpu().tolist()
-    out, start = [-1] * len(y), 0
+    previous labelled utterance in its dialogue, or -1 (:func:`train.metrics.previous_labelled` of each)."""
+    y, s = labels.cpu().numpy(), speakers.cpu().numpy()
+    parts, start = [], 0
     for n in lengths.tolist():
-        last: dict[int, int] = {}
-        for i in range(start, start + n):
-            if y[i] < 0:
-                continue
-            out[i] = last.get(s[i], -1)
-            last[s[i]] = i
+        prev = dialogue_previous_labelled(y[start:start + n], s[start:start + n].tolist())
+        parts.append(np.where(prev >= 0, prev + start, -1))
         start += n
-    return torch.tensor(out, dtype=torch.long, device=labels.device)
+    return torch.from_numpy(np.concatenate(parts)).to(labels.device)
 
 
 def batch_shifts(labels: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(N,) bool: emotion shifts of a batch of dialogues (:func:`train.metrics.shift_mask` of each)."""
-    y, s = labels.cpu().numpy(), speakers.cpu().numpy()
-    parts, start = [], 0
-    for n in lengths.tolist():
-        parts.append(shift_mask(y[start:start + n], s[start:start + n].tolist()))
-        start += n
-    return torch.from_numpy(np.concatenate(parts)).to(labels.device)
+    prev = previous_labelled(labels, speakers, lengths)
+    return (prev >= 0) & (labels != labels[prev.clamp(min=0)])
