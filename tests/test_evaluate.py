@@ -179,7 +179,7 @@ def test_model_names_resolve_only_through_a_search_path(tmp_path):
     assert res.returncode == 0 and Path(res.stdout.strip()).resolve() == (SHIPPED / "iemocap").resolve(), res.stderr
 
 
-@pytest.mark.parametrize("name,labels,ext,dim", [("iemocap", IEMOCAP_LABELS, "mpnet", 768), ("meld", MELD_LABELS, "mpnet-ft-meld", 768)])
+@pytest.mark.parametrize("name,labels,ext,dim", [("iemocap", IEMOCAP_LABELS, "mpnet", 768), ("meld", MELD_LABELS, "minilm-ctx-meld", 384)])
 def test_shipped_model_resolves_and_reads_without_torch(name, labels, ext, dim):
     code = (
         "import sys, json\n"

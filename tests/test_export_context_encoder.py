@@ -1,6 +1,6 @@
 """``python -m export`` of a model whose text features come from a fine-tuned encoder (the shipped
-MELD model: ``mpnet-ft-meld``, which reads the utterance alone; earlier ``minilm-ctx-meld``, which
-read 3 past turns): the merged encoder goes into the export with its context format, and the
+MELD model: ``minilm-ctx-meld``, which reads 8 past turns; before it ``mpnet-ft-meld``, which read the
+utterance alone): the merged encoder goes into the export with its context format, and the
 runtime's features from it equal the torch extractor's.
 
 The export is set-up's (``runtime/models/meld/export``, made by ``.ci/setup.sh``) when it is up to

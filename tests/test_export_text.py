@@ -113,7 +113,7 @@ def test_smoothed_int8_keeps_the_embedding_and_what_the_runtime_needs(exported, 
 def test_int8_method_by_encoder(exported):
     from export.text_encoder import int8_method
 
-    assert int8_method("minilm") == "dynamic" and int8_method("minilm-ctx-meld") == "dynamic"
+    assert int8_method("minilm") == "dynamic" and int8_method("minilm-ctx-meld") == "smoothed"
     assert int8_method("mpnet") == "smoothed" and int8_method("mpnet-ft-iemocap") == "smoothed"
     with pytest.raises(InputError, match="unknown text encoder INT8 method"):
         quantize_text_encoder(exported[1], "int4")
