@@ -182,7 +182,7 @@ INT8_METHODS = ("dynamic", "blockwise", "smoothed")
 # than FP32 on this AVX2 CPU; smoothed keeps 0.996 at about 0.7x FP32's time. Fine-tunes of any
 # base are smoothed too: MiniLM with LoRA on all 6 layers and 8 past turns (minilm-ctx-meld) kept
 # cosine 0.989 (min 0.979) dynamic and lost 0.76 wF1 on MELD's whole INT8 path, against 0.998
-# (min 0.995) and 0.20 smoothed, at 10.2 against 6.5 ms p50 (100 validation inputs, one per call).
+# (min 0.995) and 0.20 smoothed, at 10.2-11.9 against 6.5 ms p50 (100 validation inputs, one per call).
 SMOOTHED_INT8 = ("mpnet",)
 
 # Calibration for the smoothing (per-channel activation maxima): conversational English, none of
