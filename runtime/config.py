@@ -105,7 +105,8 @@ class AsrConfig:
     prompt_utterances: int = 4  # previous final transcripts given as the prompt (0 = none)
     # A prompted transcript that says a run of words twice in a row ("What could happen in a
     # year? What could happen in a year?" from 1.4 s of audio) is decoded again without the prompt,
-    # and that transcript is kept unless it repeats too; 0 = no check. See runtime/asr.py.
+    # and that transcript is kept unless it repeats too; a beam transcript that still repeats is
+    # decoded greedily, kept unless it repeats too; 0 = no check. See runtime/asr.py.
     repeat_min_words: int = 4
     # Encoder window for utterances shorter than this minus 1 s; 30 = Whisper's standard window.
     # Shorter = faster (the encoder's cost is proportional); see runtime/asr.py for the measurements.

@@ -476,6 +476,11 @@ def test_repeated_run_finds_a_run_of_words_said_twice_in_a_row():
     assert not repeated_run(normalize_words("I need three forms. It's a long story. I need three forms."), 4)
     assert not repeated_run(normalize_words("No, no, no. I did not."), 4)
     assert repeated_run(normalize_words("Okay so. I don't want to, I don't want to go."), 4)
+    # a run said again and cut short by the end of the decode (tiny.en, beam 5, a validation render)
+    cut = normalize_words("Well, do you think you're going to live on campus or off campus your first year? "
+                          "Well, do you think you're going to live on campus or off campus")
+    assert repeated_run(cut, 4) and not repeated_run(cut[:20], 4)  # 4 words of the restart: an echo
+    assert not repeated_run(normalize_words("I need three forms. It's a long story, I need three forms"), 4)
 
 
 @needs_espeak
@@ -509,8 +514,42 @@ def test_asr_prompted_decode_that_repeats_itself_gives_way_to_the_unprompted_one
     seen.clear()
     double_plain[0] = True
     t = transcriber.transcribe(audio, prompt="I have news.")
-    assert seen == ["I have news.", None] and repeated_run(normalize_words(t.text), 4)
+    # unprompted, beam and then greedy (the fallback for a beam decode that repeats) both repeat
+    assert seen == ["I have news.", None, None] and repeated_run(normalize_words(t.text), 4)
     assert word_error_rate(f"{said} {said}", t.text) <= 0.25  # the prompted transcript stayed
+
+
+def test_asr_beam_decode_that_repeats_itself_gives_way_to_a_greedy_one(transcriber, monkeypatch):
+    """Beam search can loop without a prompt too (a validation render: "... your first year? Well,
+    do you think you're going to live on campus ..."), where a greedy decode does not: a beam
+    transcript that repeats is decoded again greedily, kept unless it repeats too; a greedy
+    decode (provisional views) is not redone."""
+    import dataclasses
+
+    from runtime.asr import Transcriber, Transcript
+
+    once = "Do you think you are going to live on campus your first year?"
+    twice = f"{once} Do you think you are going to live on campus"
+    calls, script = [], {}
+
+    def fake(self, audio, level, prompt, beam, t0):
+        calls.append((prompt, beam))
+        return Transcript(text=script[beam], avg_logprob=-0.1, no_speech_prob=0.05, compression_ratio=1.5,
+                          rms_dbfs=level, latency_ms=1.0)
+
+    monkeypatch.setattr(Transcriber, "_guarded", fake)
+    audio = np.random.default_rng(0).normal(0, 0.1, 3 * SR).astype(np.float32)
+    script.update({5: twice, 1: once})
+    assert transcriber.transcribe(audio, beam_size=5).text == once and calls == [(None, 5), (None, 1)]
+    calls.clear()
+    script[1] = twice  # the speech itself repeats: the beam transcript stays
+    assert transcriber.transcribe(audio, beam_size=5).text == twice and calls == [(None, 5), (None, 1)]
+    calls.clear()
+    assert transcriber.transcribe(audio, beam_size=1).text == twice and calls == [(None, 1)]
+    calls.clear()
+    off = Transcriber(dataclasses.replace(transcriber.cfg, repeat_min_words=0))
+    script.update({5: twice, 1: once})
+    assert off.transcribe(audio, beam_size=5).text == twice and calls == [(None, 5)]
 
 
 def test_asr_decoding_settings_are_checked():
