@@ -78,7 +78,7 @@ def test_readme_commands_use_the_projects_interpreter():
     commands = _bash_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     assert len(commands) > 20
     for argv in commands:
-        tool = next(a for a in argv if not re.match(r"^[A-Z_]+=", a))  # after VAR=value assignments
+        tool = next(a for a in argv if not re.match(r"^[A-Z_][A-Z0-9_]*=", a))  # after VAR=value assignments
         assert tool in ("bash", "xvfb-run", "export") or tool.startswith(".venv/bin/"), \
             f"not runnable when pasted: {' '.join(argv)}"
 
