@@ -120,6 +120,22 @@ def test_encoder_configs_load_and_unknown_key_is_refused(tmp_path):
         encoder_config_from_dict({"context": {"speakers": "gender"}}, source="cfg.yaml")
 
 
+def test_encoder_config_set_overrides_are_checked_like_the_file():
+    """``train.finetune --set``: the 4-turn context encoders of the README are the 8-turn configs
+    with two values changed; a bad value or key is refused naming the file and the override."""
+    for name in ("iemocap", "meld"):
+        path = REPO / "configs" / f"{name}-ctx8-encoder.yaml"
+        assert load_encoder_config(path).context.turns == 8 and load_encoder_config(path).adapted_layers == [0, 1, 2, 3, 4, 5]
+        cfg = load_encoder_config(path, ["context.turns=4", "context.max_length=160"])
+        assert (cfg.context.turns, cfg.context.max_length, cfg.lora.layers) == (4, 160, 6)
+    with pytest.raises(InputError, match=r"ctx8-encoder\.yaml with --set context\.turns=9.*0\.\.8"):
+        load_encoder_config(path, ["context.turns=9"])
+    with pytest.raises(InputError, match="lora.rr"):
+        load_encoder_config(path, ["lora.rr=9"])
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        load_encoder_config(path, ["context.turns"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning on synthetic dialogues
 

@@ -1,4 +1,4 @@
-"""``python -m train.finetune --config configs/<name>-encoder.yaml [--data PATH] [--out DIR] [--seed N] [--resume]
+"""``python -m train.finetune --config configs/<name>-encoder.yaml [--data PATH] [--set KEY=VALUE] [--out DIR] [--seed N] [--resume]
 [--frozen-cache DIR] [--features-cache DIR]``
 
 Fine-tunes a frozen sentence encoder (``base:`` all-MiniLM-L6-v2 or all-mpnet-base-v2) for emotion on
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.finetune", description="Fine-tune a text encoder (MiniLM or mpnet, LoRA on its top layers) for emotion.")
     p.add_argument("--config", required=True, help="YAML config (configs/<name>-encoder.yaml)")
     p.add_argument("--data", help="corpus file (overrides data.path)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set context.turns=4 (repeatable)")
     p.add_argument("--out", help="output encoder directory (default runs/encoders/<name>)")
     p.add_argument("--seed", type=int, help="seed (overrides train.seed)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out from its checkpoint")
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_encoder_config(args.config)
+    cfg = load_encoder_config(args.config, args.overrides)
     if args.data:
         cfg.data.path = args.data
     if args.seed is not None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
-from train.config import build_dataclass, read_yaml  # the one YAML -> dataclass loader
+from train.config import apply_overrides, build_dataclass, read_yaml  # the one YAML -> dataclass loader
 from train.common import InputError
 from train.features.text_context import ContextFormat, get_base
 
@@ -113,6 +113,10 @@ def encoder_config_from_dict(raw: dict[str, Any], source: str = "config") -> Enc
     return cfg
 
 
-def load_encoder_config(path: str | Path) -> EncoderConfig:
-    """Load ``configs/<name>-encoder.yaml``; errors name the file and the offending key."""
-    return encoder_config_from_dict(read_yaml(path), source=str(path))
+def load_encoder_config(path: str | Path, overrides: Sequence[str] = ()) -> EncoderConfig:
+    """Load ``configs/<name>-encoder.yaml`` with ``--set KEY=VALUE`` ``overrides``
+    (:func:`train.config.apply_overrides`); errors name the file and the offending key."""
+    cfg = encoder_config_from_dict(read_yaml(path), source=str(path))  # the file's own errors name it
+    if not overrides:
+        return cfg
+    return encoder_config_from_dict(apply_overrides(cfg.to_dict(), overrides), source=f"{path} with --set {' '.join(overrides)}")
