@@ -83,8 +83,15 @@ def print_summary(name: str, labels: Sequence[str], result) -> None:
         ens = result.summary["ensemble"]["valid"]
         print(f"seed ensemble (averaged probabilities): accuracy {ens['accuracy']:.2f}, weighted F1 {ens['weighted_f1']:.2f}, "
               f"emotion shifts {ens['shift_accuracy']:.2f}")
-    if result.summary["selected"].get("ensemble"):
-        print(f"kept: the ensemble of seeds {', '.join(map(str, result.summary['selected']['seeds']))}")
+    sel = result.summary["selected"]
+    if sel.get("ensemble"):
+        seeds = ", ".join(map(str, sel["seeds"]))
+        kept = f"the ensemble of seeds {seeds}" if len(sel["seeds"]) > 1 else f"seed {seeds}"
+        if "text_head_weight" in sel:
+            v = sel["valid"]
+            kept += (f" mixed with the text encoder's head (weight {sel['text_head_weight']:g}): accuracy {v['accuracy']:.2f}, "
+                     f"weighted F1 {v['weighted_f1']:.2f}, emotion shifts {v['shift_accuracy']:.2f}")
+        print(f"kept: {kept}")
     else:
         print(f"kept: seed {result.best.seed} (valid wF1 {result.best.valid.weighted_f1:.2f})")
 

@@ -70,6 +70,10 @@ class ModelConfig:
     # Seed ensemble: K > 1 ships the K seeds' models with their probabilities averaged
     # (train.model.ensemble); training runs one seed per member (train.seeds, K of them).
     ensemble: int = 1
+    # Late fusion with the fine-tuned text encoder's own emotion head (train.model.text_head):
+    # p = (1 - w) * p_graph + w * p_head, at inference only; 0 = off. Needs a text extractor whose
+    # encoder directory holds head.safetensors (train.finetune writes it).
+    text_head_weight: float = 0.0
 
 
 @dataclass
@@ -180,6 +184,10 @@ class Config:
             raise InputError(f"train.context_dropout must be in [0, 1), got {t.context_dropout}", path=source)
         if self.model.ensemble < 1:
             raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
+        if not 0.0 <= self.model.text_head_weight < 1.0:
+            raise InputError(f"model.text_head_weight must be in [0, 1), got {self.model.text_head_weight}", path=source)
+        if self.model.text_head_weight > 0 and "text" not in self.data.modalities:
+            raise InputError("model.text_head_weight > 0 needs the text modality (data.modalities)", path=source)
         u = self.utterance
         if u.own_weight < 0 or u.shift_weight <= 0 or u.shift_aux < 0:
             raise InputError("utterance.own_weight and utterance.shift_aux must be >= 0 and utterance.shift_weight > 0", path=source)

@@ -11,6 +11,7 @@ broadcast so all ranks stop at the same epoch, and only rank 0 writes files.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import random
@@ -371,6 +372,10 @@ def train_seeds(cfg: Config, data: PreparedData, seeds: Sequence[int], env: Dist
     env = env or DistEnv()
     if cfg.model.ensemble > 1 and len(seeds) != cfg.model.ensemble:
         raise InputError(f"model.ensemble is {cfg.model.ensemble}: train exactly that many seeds (got {len(seeds)})")
+    from train.model.ensemble import is_ensemble
+
+    if cfg.model.text_head_weight > 0:
+        text_head_file(cfg)  # before minutes of training, not after
     runs = [train_seed(cfg, data, s, env, progress) for s in seeds]
     best = max(runs, key=lambda r: r.valid.weighted_f1)
     summary = {
@@ -380,29 +385,70 @@ def train_seeds(cfg: Config, data: PreparedData, seeds: Sequence[int], env: Dist
         "selected": {"seed": best.seed, "epoch": best.best_epoch, "valid": best.valid.to_dict()},
     }
     if len(runs) > 1:
-        ens = ensemble_scores(cfg, data, runs, env.device)
+        ens = ensemble_scores(cfg, data, runs, env.device, text_head=False)
         summary["ensemble"] = {"seeds": [r.seed for r in runs], "valid": ens.to_dict(confusion=False)}
-        if cfg.model.ensemble > 1:  # the shipped model is the ensemble of all seeds
-            summary["selected"] = {"seeds": [r.seed for r in runs], "ensemble": True, "valid": ens.to_dict()}
+    shipped = shipped_runs(cfg, runs, best)
+    if is_ensemble(cfg):  # every seed's model, probabilities averaged (and the text head mixed in)
+        ens = ensemble_scores(cfg, data, shipped, env.device)
+        summary["selected"] = {"seeds": [r.seed for r in shipped], "ensemble": True, "valid": ens.to_dict()}
+        if cfg.model.text_head_weight > 0:
+            summary["selected"]["text_head_weight"] = cfg.model.text_head_weight
     return TrainResult(runs, best, summary)
 
 
-def ensemble_scores(cfg: Config, data: PreparedData, runs: Sequence[SeedRun], device: str = "cpu") -> Scores:
-    """Validation scores of the seeds' averaged class probabilities (a seed ensemble)."""
+def shipped_runs(cfg: Config, runs: Sequence[SeedRun], best: SeedRun) -> list[SeedRun]:
+    """The seeds the shipped model holds: all of a seed ensemble's, else the best one."""
+    return list(runs) if cfg.model.ensemble > 1 else [best]
+
+
+def text_head_file(cfg: Config) -> Path:
+    """The emotion head of the fine-tuned encoder behind ``data.extractors.text`` (``model.text_head_weight``)."""
+    from train.features.text_context import HEAD_FILE, encoder_head_file
+
+    name = cfg.data.extractors.get("text")
+    if not name:
+        raise InputError("model.text_head_weight > 0 needs data.extractors.text to name a fine-tuned text encoder")
+    path = encoder_head_file(name)
+    if not path.is_file():
+        raise InputError(f"model.text_head_weight > 0, but the encoder of {name!r} has no {HEAD_FILE} "
+                         "(train.finetune writes it beside the adapter)", path=str(path))
+    return path
+
+
+def shipped_model(cfg: Config, data: PreparedData, runs: Sequence[SeedRun]):
+    """The model to ship from ``runs``: :class:`ARIIGCN` of one run, or a :class:`SeedEnsemble` of
+    them (with the text encoder's head loaded when ``model.text_head_weight`` > 0)."""
+    from train.model import ARIIGCN, SeedEnsemble
+    from train.model.ensemble import is_ensemble
+
+    n_classes = len(data.corpus.labels)
+    if not is_ensemble(cfg):
+        model = ARIIGCN(cfg, data.dims, n_classes)
+        model.load_state_dict(runs[0].state)
+        return model
+    model = SeedEnsemble(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ensemble=len(runs))),
+                         data.dims, n_classes)
+    for member, run in zip(model.members, runs):
+        member.load_state_dict(run.state)
+    if model.text_head is not None:
+        model.text_head.load_head(text_head_file(cfg))
+    return model
+
+
+def ensemble_scores(cfg: Config, data: PreparedData, runs: Sequence[SeedRun], device: str = "cpu",
+                    text_head: bool = True) -> Scores:
+    """Validation scores of the seeds' averaged class probabilities (a seed ensemble), mixed with
+    the text encoder's head when ``text_head`` and the config has one."""
     from train.backends import predict_dialogues
     from train.metrics import dialogue_shifts
-    from train.model import ARIIGCN
 
-    from train.model.ensemble import member_config
-
-    total = None
-    for r in runs:
-        model = ARIIGCN(member_config(cfg), data.dims, len(data.corpus.labels)).to(device)
-        model.load_state_dict(r.state)
-        probs = predict_dialogues(model, data.valid, cfg, device, batch_dialogues=max(cfg.train.batch_dialogues, 32))
-        total = probs if total is None else [a + b for a, b in zip(total, probs)]
+    if not text_head:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, text_head_weight=0.0))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ensemble=max(2, len(runs))))
+    model = shipped_model(cfg, data, runs).to(device)
+    probs = predict_dialogues(model, data.valid, cfg, device, batch_dialogues=max(cfg.train.batch_dialogues, 32))
     y_true = np.concatenate([d.labels for d in data.valid])
-    y_pred = np.concatenate([p.argmax(axis=1) for p in total])
+    y_pred = np.concatenate([p.argmax(axis=1) for p in probs])
     return score(y_true, y_pred, data.corpus.labels, shift=dialogue_shifts(data.valid))
 
 
@@ -414,18 +460,12 @@ def split_stats(dialogues: Sequence[Dialogue]) -> dict[str, int]:
 def write_outputs(out_dir: Path, cfg: Config, data: PreparedData, result: TrainResult, env: DistEnv,
                   command: str = "") -> Path:
     """Write the selected model, its config/manifest, metrics.json and the two PNGs into ``out_dir``."""
-    from train.model import ARIIGCN, SeedEnsemble
+    from train.model.ensemble import is_ensemble
     from train.model_dir import CONFUSION_PNG, CURVES_PNG, ModelManifest, save_model_dir
     from train.plots import plot_confusion, plot_curves
 
     labels = data.corpus.labels
-    if cfg.model.ensemble > 1:  # every seed's model, probabilities averaged
-        model = SeedEnsemble(cfg, data.dims, len(labels))
-        for member, run in zip(model.members, result.runs):
-            member.load_state_dict(run.state)
-    else:
-        model = ARIIGCN(cfg, data.dims, len(labels))
-        model.load_state_dict(result.best.state)
+    model = shipped_model(cfg, data, shipped_runs(cfg, result.runs, result.best))
     manifest = ModelManifest(name=cfg.name, dataset=data.corpus.dataset, labels=list(labels), dims=dict(data.dims),
                              extractors=data.extractors, past=cfg.graph.past, future=cfg.graph.future)
     metrics = {
@@ -441,10 +481,13 @@ def write_outputs(out_dir: Path, cfg: Config, data: PreparedData, result: TrainR
     out_dir = Path(out_dir)
     save_model_dir(out_dir, model, cfg, manifest, metrics)
     sel = result.best
-    if cfg.model.ensemble > 1:
+    if is_ensemble(cfg):
         ens = result.summary["selected"]["valid"]
+        what = f"ensemble of {len(result.runs)} seeds" if cfg.model.ensemble > 1 else f"seed {sel.seed}"
+        if cfg.model.text_head_weight > 0:
+            what += f" + text head {cfg.model.text_head_weight:g}"
         plot_confusion(ens["confusion"], labels, out_dir / CONFUSION_PNG,
-                       title=f"{cfg.name}: validation, ensemble of {len(result.runs)} seeds (wF1 {ens['weighted_f1']:.2f})")
+                       title=f"{cfg.name}: validation, {what} (wF1 {ens['weighted_f1']:.2f})")
     else:
         plot_confusion(sel.valid.confusion, labels, out_dir / CONFUSION_PNG,
                        title=f"{cfg.name}: validation, seed {sel.seed} (wF1 {sel.valid.weighted_f1:.2f})")

