@@ -9,7 +9,9 @@
 Each **validation** dialogue of the corpus (``--data``; never a test split) is rendered with
 espeak-ng by :func:`runtime.tools.make_speech.make_conversation`: one voice per speaker, the
 silence after each utterance drawn uniformly from ``--gap-range`` (seeded per dialogue) or fixed
-(``--gap``). Consecutive utterances of one speaker stay consecutive (same-speaker continuations);
+(``--gap``). The model's dataset names the corpus (``--model meld`` speaks MELD's validation
+scenes; six voices, so the few scenes with more speakers are left out, and the report says so).
+Consecutive utterances of one speaker stay consecutive (same-speaker continuations);
 pauses inside an utterance are whatever the TTS makes. Non-speech markers of the transcripts
 (``[LAUGHTER]``) are removed; an utterance left without words is not rendered. Renders are kept
 in ``--work`` and reused when nothing changed.
@@ -89,9 +91,16 @@ class GoldUtterance:
     end: float
 
 
+def spoken_speakers(dialogue) -> int:
+    """How many speakers say something speakable in ``dialogue`` (each needs a voice of its own)."""
+    ids = dialogue.speaker_ids()
+    return len({int(ids[i]) for i, t in enumerate(dialogue.texts or []) if speakable(t)})
+
+
 def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
                     gap_range: tuple[float, float] = GAP_RANGE) -> tuple[Path, list[GoldUtterance]]:
-    """Render one corpus dialogue (two voices) into ``work``; returns (wav, gold utterances).
+    """Render one corpus dialogue (one voice per speaker, :data:`runtime.tools.make_speech.VOICES`
+    in order of first appearance) into ``work``; returns (wav, gold utterances).
 
     Reuses an earlier render of the same texts, speakers and gaps.
     """
@@ -101,8 +110,8 @@ def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
     keep = [i for i, t in enumerate(dialogue.texts or []) if speakable(t)]
     if not keep:
         raise InputError("no utterance with words to render", dialogue=dialogue.id)
-    if len(set(ids[keep])) > len(VOICES):
-        raise InputError(f"{len(set(ids[keep]))} speakers but only {len(VOICES)} voices", dialogue=dialogue.id)
+    if spoken_speakers(dialogue) > len(VOICES):
+        raise InputError(f"{spoken_speakers(dialogue)} speakers but only {len(VOICES)} voices", dialogue=dialogue.id)
     script = [(str(int(ids[i])), speakable(dialogue.texts[i])) for i in keep]
     if gap is None:
         rng = np.random.default_rng([seed, int(hashlib.sha256(dialogue.id.encode()).hexdigest()[:8], 16)])
@@ -481,6 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = backend.manifest
     dialogues = validation_dialogues(args, manifest.dataset, labels=manifest.labels)
     data = corpus_path(args, manifest.dataset)
+    from runtime.tools.make_speech import VOICES
+
+    # a scene with more speakers than voices cannot be rendered (MELD has a few); --ids naming one is an error
+    too_many = [] if args.ids else [d.id for d in dialogues if spoken_speakers(d) > len(VOICES)]
+    if too_many:
+        log.warning("left out %d validation dialogue(s) with more speakers than the %d voices: %s",
+                    len(too_many), len(VOICES), ", ".join(too_many))
+        dialogues = [d for d in dialogues if d.id not in set(too_many)]
 
     work = Path(args.work)
     stages = (Transcriber(cfg.asr), VoiceEncoder(cfg.speakers.cache_dir))
@@ -496,13 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(results, manifest.labels, {lab: i for i, lab in enumerate(manifest.labels)})
     summary["setup"] = {"model": manifest.name, "backend": backend.name, "data": str(data), "gap": args.gap,
                         "gap_range": [lo, hi], "seed": args.seed, "overrides": list(args.overrides),
-                        "speakers": args.speakers}
+                        "speakers": args.speakers, "left_out": too_many}
     if args.out:
         write_text_atomic(args.out, json.dumps({**summary, "final_events": all_events}, indent=1))
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print_report(summary, f"{manifest.name} ({backend.name}), {len(dialogues)} validation dialogues, {gap}")
+        left = f" ({len(too_many)} left out: more speakers than voices)" if too_many else ""
+        print_report(summary, f"{manifest.name} ({backend.name}), {len(dialogues)} validation dialogues{left}, {gap}")
     return 0
 
 

@@ -8,8 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
+from train.common import InputError
+
 from runtime.evaluate_live import (GoldUtterance, final_utterances, match, other_speaker_both_sides,
-                                   provisional_agreement, purity_counts, speakable, word_edits)
+                                   provisional_agreement, purity_counts, speakable, spoken_speakers, word_edits)
 
 
 def gold(*spans):
@@ -59,6 +61,23 @@ def test_neighbours_and_text():
     assert speakable("[LAUGHTER] Oh man;  that's [GARBAGE] awesome.") == "Oh man, that's awesome."
     assert word_edits("Nobody comes seven hundred miles.", "nobody comes 700 miles") == (2, 5)
     assert word_edits("Nobody comes seven hundred miles.", "nobody comes 700 miles", whisper_norm=True) == (0, 4)
+
+
+def test_speakers_that_need_a_voice(tmp_path):
+    """Only speakers who say words need a voice; a scene with more of them than voices is refused by name."""
+    from runtime.evaluate_live import render_dialogue
+    from runtime.tools.make_speech import VOICES
+    from train.data.corpus import Dialogue
+
+    d = Dialogue("scene", "valid", ["Ross", "Rachel", "Joey", "Ross"], np.zeros(4, np.int64),
+                 texts=["Hi.", "Hey!", "[LAUGHTER]", "How you doin'?"])
+    assert spoken_speakers(d) == 2  # Joey only laughs
+    n = len(VOICES) + 1
+    crowd = Dialogue("crowd", "valid", [f"s{i}" for i in range(n)], np.zeros(n, np.int64), texts=["Hello there."] * n)
+    assert spoken_speakers(crowd) == n
+    with pytest.raises(InputError, match=f"{n} speakers but only {len(VOICES)} voices"):
+        render_dialogue(crowd, tmp_path, 1.0, 0)
+    assert len({(v.name, v.pitch, v.speed) for v in VOICES.values()}) == len(VOICES)  # every voice differs
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")

@@ -45,6 +45,11 @@ class Voice:
 VOICES = {
     "A": Voice("en-us", pitch=35, speed=150),  # low male voice
     "B": Voice("en-us+f3", pitch=75, speed=160),  # female variant, higher pitch
+    # more speakers (MELD's scenes have up to 8): other accents, variants, pitches and speeds
+    "C": Voice("en-gb+m3", pitch=55, speed=155),
+    "D": Voice("en-us+f1", pitch=60, speed=145),
+    "E": Voice("en-gb-x-rp+m7", pitch=20, speed=165),
+    "F": Voice("en-gb+f4", pitch=90, speed=150),
 }
 
 # A short conversation with an emotional arc; plain words that a small ASR model can spell.
