@@ -46,6 +46,7 @@ are the other speaker (the harder case with short gaps: nothing but the voice se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -118,12 +119,13 @@ def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
         gaps = [round(float(g), 3) for g in rng.uniform(*gap_range, size=len(script) - 1)]
     else:
         gaps = [float(gap)] * (len(script) - 1)
-    spec = {"version": RENDER_VERSION, "script": script, "gaps": gaps}
+    voice_of = {str(k): key for k, key in zip(range(len(VOICES)), VOICES)}
+    voices = {spk: dataclasses.astuple(VOICES[voice_of[spk]]) for spk in sorted({spk for spk, _ in script})}
+    spec = {"version": RENDER_VERSION, "script": script, "gaps": gaps, "voices": voices}
     digest = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
     out = work / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', dialogue.id)}-{digest}"
     meta_path = out / "script.json"
     if not (meta_path.is_file() and (out / "speech.wav").is_file()):
-        voice_of = {str(k): key for k, key in zip(range(len(VOICES)), VOICES)}
         make_conversation(out, script, gaps=gaps, voice_of=voice_of)
     meta = json.loads(meta_path.read_text())
     gold = [GoldUtterance(i, int(ids[i]), u["text"], int(dialogue.labels[i]), float(u["start"]), float(u["end"]))
