@@ -39,6 +39,12 @@ class DataConfig:
     # python -m train.finetune writes with train.crossfit_folds): they replace that modality's
     # extracted features of the training dialogues (train.extract.crossfit). Empty: none.
     crossfit: dict[str, str] = field(default_factory=dict)
+    # Training dialogues a second time as the live ASR heard them (train.data.asr_views): a JSON
+    # lines file from python -m runtime.tools.asr_transcripts; relative to the current directory.
+    # None: gold transcripts only.
+    asr_transcripts: str | None = None
+    # "replace": the ASR transcripts instead of the gold ones; "add": beside them (train.data.asr_views).
+    asr_mode: str = "replace"
 
 
 @dataclass
@@ -182,6 +188,13 @@ class Config:
             raise InputError(f"train.modality_dropout must be in [0, 1), got {t.modality_dropout}", path=source)
         if not 0.0 <= t.context_dropout < 1.0:
             raise InputError(f"train.context_dropout must be in [0, 1), got {t.context_dropout}", path=source)
+        from train.data.asr_views import MODES as ASR_MODES
+
+        if self.data.asr_mode not in ASR_MODES:
+            raise InputError(f"data.asr_mode must be one of {', '.join(ASR_MODES)}, got {self.data.asr_mode!r}", path=source)
+        if self.data.asr_transcripts and self.data.crossfit:
+            raise InputError("data.asr_transcripts and data.crossfit do not go together: the ASR views would be "
+                             "embedded by the fine-tuned encoder that saw their labels", path=source)
         if self.model.ensemble < 1:
             raise InputError(f"model.ensemble must be >= 1, got {self.model.ensemble}", path=source)
         if not 0.0 <= self.model.text_head_weight < 1.0:

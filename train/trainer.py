@@ -165,6 +165,10 @@ def prepare_data(cfg: Config, data_path: str | None = None, corpus: Corpus | Non
 
         corpus = load_corpus(data_path or cfg.data.path, dataset=cfg.data.dataset)
     source = corpus.source or str(data_path or cfg.data.path)
+    if cfg.data.asr_transcripts:
+        from train.data.asr_views import add_asr_views
+
+        corpus = add_asr_views(corpus, cfg.data.asr_transcripts, cfg.data.asr_mode)
     extractors = {m: n for m, n in cfg.data.extractors.items() if m in cfg.data.modalities}
     if extractors:
         from train.extract import attach_features

@@ -240,15 +240,12 @@ def resolve_encoder_dir(name_or_dir: str | os.PathLike, search_path: Sequence[st
 
 
 def encoder_head_file(extractor: str) -> Path:
-    """The emotion head (``head.safetensors``) of the fine-tuned encoder behind text extractor
-    ``extractor`` (a registry name such as ``minilm-ctx-meld``); InputError for any other extractor."""
-    from train.features.registry import resolve
-
-    cls = resolve(extractor)
-    if not (isinstance(cls, type) and issubclass(cls, _ShippedContextTextExtractor)):
+    """The emotion head (``head.safetensors``) of the shipped fine-tuned encoder behind text
+    extractor ``extractor`` (a registry name of :data:`SHIPPED`); InputError for any other extractor."""
+    if extractor not in SHIPPED:
         raise InputError(f"text extractor {extractor!r} has no emotion head: model.text_head_weight needs a "
                          f"fine-tuned one ({', '.join(SHIPPED)})")
-    return resolve_encoder_dir(cls.shipped) / HEAD_FILE
+    return resolve_encoder_dir(SHIPPED[extractor]) / HEAD_FILE
 
 
 def read_encoder_json(encoder_dir: Path) -> dict[str, Any]:

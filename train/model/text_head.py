@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from train.common import InputError
-from train.features.text_context import HEAD_FILE
 
 
 class TextHeadMix(nn.Module):
@@ -45,7 +44,7 @@ class TextHeadMix(nn.Module):
 
         f = Path(path)
         if not f.is_file():
-            raise InputError(f"no {HEAD_FILE}: model.text_head_weight needs the fine-tuned encoder's emotion head "
+            raise InputError(f"no such file: model.text_head_weight needs the fine-tuned encoder's emotion head "
                              "(train.finetune writes it beside the adapter)", path=str(f))
         try:
             head = load_file(str(f))
