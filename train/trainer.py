@@ -448,7 +448,7 @@ def ensemble_scores(cfg: Config, data: PreparedData, runs: Sequence[SeedRun], de
 
     if not text_head:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, text_head_weight=0.0))
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ensemble=max(2, len(runs))))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ensemble=len(runs)))
     model = shipped_model(cfg, data, runs).to(device)
     probs = predict_dialogues(model, data.valid, cfg, device, batch_dialogues=max(cfg.train.batch_dialogues, 32))
     y_true = np.concatenate([d.labels for d in data.valid])
