@@ -91,6 +91,14 @@ class GoldUtterance:
     start: float
     end: float
 
+    def clip(self, audio: np.ndarray, pad: float, tail: float | None = None) -> np.ndarray:
+        """This utterance's samples of the rendering's 16 kHz ``audio``: its span, ``pad`` seconds
+        before and ``tail`` (default ``pad``) after, as the VAD's padding widens a cut."""
+        from runtime.config import SAMPLE_RATE
+
+        tail = pad if tail is None else tail
+        return audio[max(0, int((self.start - pad) * SAMPLE_RATE)): int((self.end + tail) * SAMPLE_RATE)]
+
 
 def spoken_speakers(dialogue) -> int:
     """How many speakers say something speakable in ``dialogue`` (each needs a voice of its own)."""

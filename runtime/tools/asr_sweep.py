@@ -114,7 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from runtime.asr import Transcriber, previous_text_prompt
-    from runtime.config import SAMPLE_RATE
     from runtime.tools.make_speech import read_wav
 
     cfg = settings_from_args(args)
@@ -140,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in args.variants:
                     v = VARIANTS[name]
                     pad = cfg.vad.speech_pad_ms / 1000 if v.pad_s is None else v.pad_s
-                    tail = pad if v.tail_s is None else v.tail_s
-                    a = audio[max(0, int((g.start - pad) * SAMPLE_RATE)): int((g.end + tail) * SAMPLE_RATE)]
+                    a = g.clip(audio, pad, v.tail_s)
                     tr = transcriber_for(v)
                     t = time.perf_counter()
                     if v.fw_defaults:

@@ -57,7 +57,6 @@ def transcribe_dialogue(dialogue, work: Path, gap: float, transcriber, cfg) -> l
     """The live final decoding of each utterance of ``dialogue`` spoken by espeak-ng (None: no words)."""
     from runtime import evaluate_live as ev
     from runtime.asr import previous_text_prompt
-    from runtime.config import SAMPLE_RATE
     from runtime.tools.make_speech import read_wav
 
     wav, gold = ev.render_dialogue(dialogue, work, gap, 0)
@@ -66,8 +65,7 @@ def transcribe_dialogue(dialogue, work: Path, gap: float, transcriber, cfg) -> l
     texts: list[str | None] = [None] * len(dialogue)
     history: list[str] = []
     for g in gold:
-        clip = audio[max(0, int((g.start - pad) * SAMPLE_RATE)): int((g.end + pad) * SAMPLE_RATE)]
-        out = transcriber.transcribe(clip, prompt=previous_text_prompt(history, cfg.asr.prompt_utterances))
+        out = transcriber.transcribe(g.clip(audio, pad), prompt=previous_text_prompt(history, cfg.asr.prompt_utterances))
         if out is not None:
             history.append(out.text)
             texts[g.index] = out.text
