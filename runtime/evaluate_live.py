@@ -119,8 +119,9 @@ def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
     keep = [i for i, t in enumerate(dialogue.texts or []) if speakable(t)]
     if not keep:
         raise InputError("no utterance with words to render", dialogue=dialogue.id)
-    if spoken_speakers(dialogue) > len(VOICES):
-        raise InputError(f"{spoken_speakers(dialogue)} speakers but only {len(VOICES)} voices", dialogue=dialogue.id)
+    n_speakers = spoken_speakers(dialogue)
+    if n_speakers > len(VOICES):
+        raise InputError(f"{n_speakers} speakers but only {len(VOICES)} voices", dialogue=dialogue.id)
     script = [(str(int(ids[i])), speakable(dialogue.texts[i])) for i in keep]
     if gap is None:
         rng = np.random.default_rng([seed, int(hashlib.sha256(dialogue.id.encode()).hexdigest()[:8], 16)])

@@ -36,20 +36,22 @@ log = logging.getLogger("runtime.tools.asr_transcripts")
 def read_done(path: Path) -> dict[str, list]:
     """Dialogue id -> texts of the lines already in ``path``; an unreadable last line (an
     interrupted write) is dropped from the file, any other unreadable line is an InputError."""
+    from train.data.asr_views import transcript_line
+
     if not path.is_file():
         return {}
     lines = path.read_text(encoding="utf-8").splitlines()
     done: dict[str, list] = {}
     for n, line in enumerate(lines):
         try:
-            row = json.loads(line)
-            done[str(row["dialogue"])] = list(row["texts"])
-        except (ValueError, KeyError, TypeError):
+            did, texts = transcript_line(line)
+        except ValueError as e:
             if n == len(lines) - 1:
                 log.warning("%s: dropped an interrupted last line; its dialogue is transcribed again", path)
                 write_text_atomic(path, "".join(x + "\n" for x in lines[:-1]))
                 break
-            raise InputError(f"line {n + 1} is not an ASR transcript line", path=str(path)) from None
+            raise InputError(f"line {n + 1} {e}", path=str(path)) from None
+        done[did] = texts
     return done
 
 

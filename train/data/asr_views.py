@@ -29,6 +29,19 @@ SUFFIX = "~asr"  # id of a dialogue's ASR view beside its gold one ("add"): "<id
 MODES = ("replace", "add")
 
 
+def transcript_line(line: str) -> tuple[str, list[str | None]]:
+    """(dialogue id, texts) of one line of a transcripts file; ValueError, saying what is wrong
+    after "line N", when it is not one."""
+    try:
+        row = json.loads(line)
+        did, texts = str(row["dialogue"]), row["texts"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("is not an ASR transcript line") from None
+    if not isinstance(texts, list) or not all(t is None or isinstance(t, str) for t in texts):
+        raise ValueError("has texts that are not a list of strings or nulls")
+    return did, texts
+
+
 def read_asr_transcripts(path: str | Path) -> dict[str, list[str | None]]:
     """Dialogue id -> its utterances' ASR transcripts (None: none), from a transcripts file."""
     p = Path(path)
@@ -40,12 +53,9 @@ def read_asr_transcripts(path: str | Path) -> dict[str, list[str | None]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            did, texts = str(row["dialogue"]), row["texts"]
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"line {n} is not an ASR transcript line", path=str(p)) from None
-        if not isinstance(texts, list) or not all(t is None or isinstance(t, str) for t in texts):
-            raise InputError(f"line {n}: texts must be a list of strings or nulls", path=str(p))
+            did, texts = transcript_line(line)
+        except ValueError as e:
+            raise InputError(f"line {n} {e}", path=str(p)) from None
         out[did] = texts
     return out
 
