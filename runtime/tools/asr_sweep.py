@@ -20,6 +20,8 @@ rendering (its true span, plus ``pad`` seconds of the rendering on each side, as
 * ``greedy_prompt``, ``prompt_beam5``, ``prompt_beam10``: the previous 4 transcripts as the prompt;
   ``prompt2_beam5``, ``prompt8_beam5``: the previous 2 / 8. The prompt is the dialogue's previous
   transcripts by this variant (as the live pipeline has its previous finals);
+* ``default_float32``: ``default`` with the model's weights kept in float32
+  instead of ``asr.compute_type``'s int8 on a CPU;
 * ``fw_defaults``: faster-whisper's own ``transcribe`` with its defaults (beam 5, temperature
   fallback, ``condition_on_previous_text``, 30 s window), no guards of ours.
 
@@ -75,6 +77,7 @@ VARIANTS: dict[str, Variant] = {
     "prompt2_beam5": Variant(asr={"beam_size": 5}, prompt=2),
     "prompt8_beam5": Variant(asr={"beam_size": 5}, prompt=8),
     "fw_defaults": Variant(fw_defaults=True),
+    "default_float32": Variant(asr={"compute_type": "float32"}, prompt=None),
 }
 
 
