@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from export.graph_inputs import PROBS, GraphSpec, check_window_features, step_feeds
-from export.manifest import GRAPH, ExportManifest, check_export, is_export_dir
+from export.manifest import EXPORT_SUBDIR, GRAPH, ExportManifest, check_export, is_export_dir
 from train import backends as train_backends
 from train.backends import Backend, check_features
 from train.data.corpus import Dialogue
@@ -35,8 +35,6 @@ from train.graph import ConversationWindow
 from train.model_dir import ModelManifest, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
-
-EXPORT_SUBDIR = "export"
 
 
 def resolve_export_dir(model_dir: str | Path | None, export_dir: str | Path | None = None) -> Path:

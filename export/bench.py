@@ -9,7 +9,9 @@
   torch / ONNX FP32 / ONNX INT8, file sizes, and the parity figures on the validation split
   (FP32 max |Δ prob|, INT8 label agreement, weighted-F1 drop).
 
-Without ``--export`` the artifacts are exported into a temporary directory first.
+Without ``--export``, ``--model`` benchmarks the model's own export (``<model dir>/export``, what the
+runtime loads) when it holds the INT8 text encoder; otherwise the artifacts are exported into a
+temporary directory first (the graph only: no whole-INT8-path line then).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -142,10 +145,26 @@ def _print_per_utterance(r: dict) -> None:
           + "  [goal: >= 1.5x, <= 0.33, <= 0.5]")
 
 
+def own_export(model_dir: Path, need_text: bool) -> str | None:
+    """The model's own export directory when it can be benchmarked as shipped (with its INT8 text
+    encoder unless ``need_text`` is False, and a window as wide as the widest timed), else None."""
+    from export.manifest import EXPORT_SUBDIR, is_export_dir, read_export_manifest
+    from train.features.text_onnx import ENCODER_INT8_FILE
+
+    own = model_dir / EXPORT_SUBDIR
+    if not is_export_dir(own) or (need_text and not (own / ENCODER_INT8_FILE).is_file()):
+        return None
+    if read_export_manifest(own).window < max(WINDOWS):
+        return None
+    print(f"benchmarking the model's own export {own} (--export DIR for another)", file=sys.stderr)
+    return str(own)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model name or directory: also benchmark the graph model")
-    p.add_argument("--export", help="an export directory (default: export into a temporary directory)")
+    p.add_argument("--export", help="an export directory (default: the model's own export when it has the INT8 text "
+                                    "encoder, else export into a temporary directory)")
     p.add_argument("--data", help="corpus for texts, calibration and parity (validation split; default: the model's data, else IEMOCAP)")
     p.add_argument("--n", type=int, default=200, help="timed calls per measurement")
     p.add_argument("--skip-text", action="store_true", help="skip the text encoder benchmark")
@@ -164,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = read_manifest(model_dir).extractors.get("text")
         name = text.name if text is not None else name
         args.data = args.data or read_config(model_dir).data.path
+        if not args.export:
+            args.export = own_export(model_dir, need_text=not args.skip_text)
     data = Path(args.data or DEFAULT_DATA)
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
@@ -180,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["text_encoder"] = bench_text_encoder(export_dir, _items(data, max(args.n, 50)), args.n, name)
             if not args.json:
                 _print_text(result["text_encoder"])
+        result["export"] = args.export  # None: a temporary export
         if args.model and not args.skip_graph:
             from export.bench_graph import bench_graph, print_graph
 

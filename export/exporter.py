@@ -149,7 +149,7 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike | None = N
     if opts.calib is not None and opts.calib < 1:
         raise InputError(f"--calib must be >= 1, got {opts.calib}")
     model_dir = resolve_model_dir(model)  # a directory without weights fails here, naming the file
-    out = Path(out_dir) if out_dir is not None else model_dir / "export"
+    out = Path(out_dir) if out_dir is not None else model_dir / mf.EXPORT_SUBDIR
     net, manifest, cfg = load_model(model_dir, "cpu")
     layers = cfg.model.gcn_layers if cfg.model.use_graph else 0
     window = opts.window or max(DEFAULT_WINDOW, window_size(cfg.graph.past, layers))

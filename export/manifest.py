@@ -22,6 +22,7 @@ from train.common import ExportMismatchError, InputError, file_sha256, python_m,
 from train.features.base import ExtractorIdentity
 
 MANIFEST_FILE = "manifest.json"
+EXPORT_SUBDIR = "export"  # a model's own export: <model dir>/export
 FORMAT = "ariigcn-export"
 FORMAT_VERSION = 1
 

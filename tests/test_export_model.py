@@ -335,3 +335,14 @@ def test_bench_runs_and_reports_every_backend(trained, capsys):
     assert set(res["latency"]) == {"torch", "onnx", "onnx-int8", "int8-dyn"}
     assert set(res["latency"]["onnx"]) == {"1", "8", "32"}
     assert res["parity"]["onnx"]["max_abs_diff"] <= 1e-4
+
+
+def test_bench_uses_the_models_own_export(trained, capsys):
+    """Without --export the bench times the export the runtime loads (<model>/export), not a fresh one."""
+    from export.bench import main
+
+    _, data, model, out = trained
+    assert main(["--model", str(model), "--data", str(data), "--n", "3", "--skip-text", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["export"] == str(out)
+    assert f"own export {out}" in captured.err
