@@ -84,7 +84,7 @@ class SegmentationConfig:
     change_window_s: float = 0.5
     change_hop_s: float = 0.2
     change_threshold: float = 0.68  # cosine of the voice either side of a cut below this: a candidate change
-    change_strict_threshold: float = 0.6  # ...confirmed by this alone while fewer than 2 speakers are known
+    change_strict_threshold: float = 0.6  # below: a change; above: one only if SpeakerTracker.would_split
     min_turn_s: float = 0.3  # voiced audio each side needs before a change there is judged
     # Look for a change inside a stretch of speech while it is still going on (people who answer
     # within the VAD's 300 ms make one long stretch of several turns): a cut with a full context

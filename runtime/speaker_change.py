@@ -54,6 +54,10 @@ class SettledVoices:
         self.settle()
         return self.voices.peek(audio, key)
 
+    def would_split(self, before: np.ndarray, after: np.ndarray) -> bool:
+        self.settle()
+        return self.voices.would_split(before, after)
+
 
 @dataclass
 class Change:
@@ -73,7 +77,7 @@ class SpeakerChangeDetector:
     ``voices``: the session's :class:`~runtime.speakers.SpeakerTracker`. A candidate (a cut scoring
     below ``change_threshold``) is a change when it scores below ``change_strict_threshold``, or
     when the tracker would give the audio before and after it two different speakers (two known
-    ones, or a known one and a new one). Two stretches of one person rarely look like two speakers
+    ones, a known one and a new one, or two new ones before any is known). Two stretches of one person rarely look like two speakers
     to the tracker, so this keeps false changes inside one person's long turn rare.
     """
 
@@ -178,11 +182,12 @@ class SpeakerChangeDetector:
     def _confirmed(self, voiced: np.ndarray, at: int, score: float) -> bool:
         """A candidate is a change when its score is below ``change_strict_threshold``, or when the
         speaker tracker would give the audio before and after it two different speakers (two
-        known ones, or a known one and a new one)."""
+        known ones, a known one and a new one, or, before any is known, two new ones:
+        :meth:`runtime.speakers.SpeakerTracker.would_split`)."""
         if score < self.cfg.change_strict_threshold:
             return True
-        if self.voices is None or self.voices.known == 0:
+        if self.voices is None:
             return False
         span = int(CONFIRM_S * SAMPLE_RATE)
         self.confirmations += 1
-        return self.voices.peek(voiced[max(0, at - span) : at]) != self.voices.peek(voiced[at : at + span])
+        return self.voices.would_split(voiced[max(0, at - span) : at], voiced[at : at + span])

@@ -395,6 +395,24 @@ class SpeakerTracker:
                 return near[0]
             return c.next_id
 
+    def would_split(self, before: np.ndarray, after: np.ndarray) -> bool:
+        """Whether ``before`` and then ``after`` would get two different speakers, without changing
+        anything (speaker-change confirmation). With speakers known: their :meth:`peek` differ.
+        With none yet, ``before`` would found the first speaker and ``after`` a second one: below
+        ``threshold`` against ``before``, room for two, and each side long enough to found a
+        speaker (``min_new_speaker_s``: a shorter clip's voice embedding is too unsure to tell two
+        people apart; a 0.6 s first word split a speaker in two without this).
+        Without this, the conversation's opening turns answered within a VAD pause stay one
+        utterance whose voice then looks like both speakers (README, "0.25 s gaps")."""
+        if self.known:
+            return self.peek(before) != self.peek(after)
+        c = self.clusterer
+        shortest = self.cfg.min_new_speaker_s * SAMPLE_RATE
+        if (c.n_speakers is not None and c.n_speakers < 2) or min(len(before), len(after)) < shortest:
+            return False
+        b, a = self.encoder.embed(before), self.encoder.embed(after)
+        return float(b @ a / ((np.linalg.norm(b) * np.linalg.norm(a)) or 1.0)) < c.threshold
+
     def nearest(self, audio: np.ndarray) -> tuple[int, float] | None:
         """(speaker, cosine) of the known voice nearest to ``audio``; None before any speaker."""
         emb = self.encoder.embed(audio)

@@ -138,6 +138,30 @@ def test_change_found_when_the_second_voice_talks_over_the_end(voices, known):
     assert ch is not None and len(a) - over - 0.3 * SR < ch.at < len(a) + 0.3 * SR, ch
 
 
+def test_opening_turns_are_confirmed_before_any_speaker_is_known(voices):
+    """At the start of a conversation no speaker is known: a candidate that is not below the strict
+    bar is still a change when the tracker would found two speakers (the second side below the
+    join bar against the first), and not inside one voice. The strict bar is switched off here so
+    that only this confirmation can find the change."""
+    from runtime.speaker_change import SpeakerChangeDetector
+    from runtime.speakers import SpeakerTracker
+
+    clips, enc = voices
+    fresh = SpeakerTracker(SpeakerConfig(), encoder=enc)
+    a, b = clips["A"][0], clips["B"][1]
+    assert fresh.would_split(a, b) and not fresh.would_split(clips["A"][0], clips["A"][2])
+    assert not SpeakerTracker(SpeakerConfig(n_speakers=1), encoder=enc).would_split(a, b)
+    assert not fresh.would_split(a, b[: int(0.5 * SR)])  # too short to found a speaker
+    assert not fresh.would_split(a[-int(0.6 * SR):], b)  # a first word alone is too unsure a voice
+    cfg = SegmentationConfig(change_strict_threshold=-1.0)
+    voiced = np.concatenate([a, np.zeros(int(0.2 * SR), np.float32), b])
+    ch = SpeakerChangeDetector(enc, cfg, voices=fresh).find(voiced, 0)
+    assert ch is not None and abs(ch.at - (len(a) + 0.1 * SR)) < 0.3 * SR, ch
+    assert fresh.known == 0  # nothing assigned
+    same = np.concatenate([clips["A"][0], np.zeros(int(0.2 * SR), np.float32), clips["A"][2]])
+    assert SpeakerChangeDetector(enc, cfg, voices=fresh).find(same, 0) is None
+
+
 def test_no_change_inside_one_voice(voices, known):
     clips, enc = voices
     for v in ("A", "B"):
