@@ -45,15 +45,6 @@ class SettledVoices:
         self.voices = voices
         self.settle = settle
 
-    @property
-    def known(self) -> int:
-        self.settle()
-        return self.voices.known
-
-    def peek(self, audio: np.ndarray, key=None) -> int:
-        self.settle()
-        return self.voices.peek(audio, key)
-
     def would_split(self, before: np.ndarray, after: np.ndarray) -> bool:
         self.settle()
         return self.voices.would_split(before, after)

@@ -145,8 +145,9 @@ def test_a_replays_speaker_check_waits_for_the_model_thread(speech):
     while rec.backlog_s > 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert rec.busy
-    read: list[int] = []
-    reader = threading.Thread(target=lambda: read.append(voices.known), daemon=True)
+    read: list[bool] = []
+    sides = audio[: 2 * 16000], audio[2 * 16000 : 4 * 16000]
+    reader = threading.Thread(target=lambda: read.append(voices.would_split(*sides)), daemon=True)
     reader.start()
     reader.join(1.0)
     assert reader.is_alive() and not read, "the tracker was read while views were still pending"
