@@ -410,8 +410,7 @@ class SpeakerTracker:
         shortest = self.cfg.min_new_speaker_s * SAMPLE_RATE
         if (c.n_speakers is not None and c.n_speakers < 2) or min(len(before), len(after)) < shortest:
             return False
-        b, a = self.encoder.embed(before), self.encoder.embed(after)
-        return float(b @ a / ((np.linalg.norm(b) * np.linalg.norm(a)) or 1.0)) < c.threshold
+        return float(self.encoder.embed(before) @ self.encoder.embed(after)) < c.threshold  # unit-norm: cosine
 
     def nearest(self, audio: np.ndarray) -> tuple[int, float] | None:
         """(speaker, cosine) of the known voice nearest to ``audio``; None before any speaker."""
