@@ -109,6 +109,19 @@ def test_transcripts_file_resumes_and_drops_an_interrupted_line(tmp_path, caplog
         read_done(f)
 
 
+def test_resume_and_training_read_blank_lines_alike(tmp_path):
+    from runtime.tools.asr_transcripts import read_done
+    from train.data.asr_views import read_asr_transcripts
+
+    f = tmp_path / "t.jsonl"
+    rows = [json.dumps({"dialogue": d, "texts": [d]}) for d in ("a", "b")]
+    f.write_text(rows[0] + "\n\n" + rows[1] + "\n\n", encoding="utf-8")
+    assert read_done(f) == read_asr_transcripts(f) == {"a": ["a"], "b": ["b"]}
+    # an interrupted write followed by blank lines is still the last line: dropped, not refused
+    f.write_text(rows[0] + "\n" + '{"dialogue": "b", "te' + "\n\n", encoding="utf-8")
+    assert read_done(f) == {"a": ["a"]} and read_asr_transcripts(f) == {"a": ["a"]}
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")
 def test_command_transcribes_a_training_dialogue_once(tmp_path, capsys):
     pytest.importorskip("faster_whisper")

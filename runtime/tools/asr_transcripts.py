@@ -35,14 +35,19 @@ log = logging.getLogger("runtime.tools.asr_transcripts")
 
 def read_done(path: Path) -> dict[str, list]:
     """Dialogue id -> texts of the lines already in ``path``; an unreadable last line (an
-    interrupted write) is dropped from the file, any other unreadable line is an InputError."""
+    interrupted write) is dropped from the file, any other unreadable line is an InputError.
+    Blank lines are skipped, as training's reader (``read_asr_transcripts``) skips them."""
     from train.data.asr_views import transcript_line
 
     if not path.is_file():
         return {}
     lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
     done: dict[str, list] = {}
     for n, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
             did, texts = transcript_line(line)
         except ValueError as e:
