@@ -721,8 +721,9 @@ class Recognizer:
             self._newest.pop(utt.uid, None)
             if utt.reason == "max_length":
                 self._emit(warning_event(
-                    f"utterance {index} ({utt.start_s:.2f}-{utt.end_s:.2f} s) reached vad.max_utterance_s "
-                    f"({self.cfg.vad.max_utterance_s:g} s) without a boundary pause: cut at its last pause",
+                    f"speech from {utt.start_s:.2f} s ran past vad.max_utterance_s ({self.cfg.vad.max_utterance_s:g} s) "
+                    f"without a boundary pause: utterance {index} ({utt.start_s:.2f}-{utt.end_s:.2f} s) closed at "
+                    f"its last pause, the speech that goes on begins the next one",
                     source="segmentation", index=index))
         ev = utterance_event(index, utt.start_s, utt.end_s, speaker, tr.text, self.labels, probs, lat, present,
                              final=utt.final, face=face)
