@@ -168,6 +168,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path, model, data, capsys):
     assert _evaluate(["--model", str(broken), "--data", str(data), "--split", "test"]) == 2
     line = _one_line_error(capsys)
     assert "weights do not match" in line and "model.safetensors" in line
+    assert "has shape" in line and "24" in line  # names the first tensor whose shape differs, and both shapes
 
 
 def test_no_such_model(data, capsys):

@@ -295,11 +295,12 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
         state = load_file(str(file), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"unreadable weights: {e}", path=str(file)) from None
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # same names, other shapes
-        first = next((l.strip() for l in str(e).splitlines() if "size mismatch" in l), str(e).splitlines()[0])
-        raise InputError(f"weights do not match the model in config.yaml: {first}", path=str(file)) from None
+    expected = model.state_dict()
+    for name, tensor in state.items():  # same names, other shapes: name the first, as load_state_dict would not
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+            raise InputError(f"weights do not match the model in config.yaml: {name} has shape "
+                             f"{tuple(tensor.shape)}, the model {tuple(expected[name].shape)}", path=str(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         what = []
         if missing:
