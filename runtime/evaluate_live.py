@@ -100,6 +100,21 @@ class GoldUtterance:
         return audio[max(0, int((self.start - pad) * SAMPLE_RATE)): int((self.end + tail) * SAMPLE_RATE)]
 
 
+def checked_voices(voices: Sequence[str] | None) -> list[str]:
+    """The voice keys to render speakers 0, 1, ... with (default: every voice, in order), or an
+    InputError naming an unknown or repeated one."""
+    from runtime.tools.make_speech import VOICES
+
+    if voices is None:
+        return list(VOICES)
+    unknown = [v for v in voices if v not in VOICES]
+    if unknown:
+        raise InputError(f"unknown voice {unknown[0]!r}; known: {' '.join(VOICES)}")
+    if len(set(voices)) != len(voices):
+        raise InputError(f"a voice named twice in {' '.join(voices)}: each speaker needs a voice of its own")
+    return list(voices)
+
+
 def spoken_speakers(dialogue) -> int:
     """How many speakers say something speakable in ``dialogue`` (each needs a voice of its own)."""
     ids = dialogue.speaker_ids()
@@ -107,28 +122,31 @@ def spoken_speakers(dialogue) -> int:
 
 
 def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
-                    gap_range: tuple[float, float] = GAP_RANGE) -> tuple[Path, list[GoldUtterance]]:
-    """Render one corpus dialogue (one voice per speaker, :data:`runtime.tools.make_speech.VOICES`
-    in order of first appearance) into ``work``; returns (wav, gold utterances).
+                    gap_range: tuple[float, float] = GAP_RANGE,
+                    voices: Sequence[str] | None = None) -> tuple[Path, list[GoldUtterance]]:
+    """Render one corpus dialogue into ``work``; returns (wav, gold utterances). Speaker k (the
+    corpus's speaker ids) speaks with voice ``voices[k]``, keys of
+    :data:`runtime.tools.make_speech.VOICES` (default: all of them in their order, A B C ...).
 
-    Reuses an earlier render of the same texts, speakers and gaps.
+    Reuses an earlier render of the same texts, speakers, voices and gaps.
     """
     from runtime.tools.make_speech import VOICES, make_conversation
 
+    voices = checked_voices(voices)
     ids = dialogue.speaker_ids()
     keep = [i for i, t in enumerate(dialogue.texts or []) if speakable(t)]
     if not keep:
         raise InputError("no utterance with words to render", dialogue=dialogue.id)
     n_speakers = spoken_speakers(dialogue)
-    if n_speakers > len(VOICES):
-        raise InputError(f"{n_speakers} speakers but only {len(VOICES)} voices", dialogue=dialogue.id)
+    if n_speakers > len(voices):
+        raise InputError(f"{n_speakers} speakers but only {len(voices)} voices", dialogue=dialogue.id)
     script = [(str(int(ids[i])), speakable(dialogue.texts[i])) for i in keep]
     if gap is None:
         rng = np.random.default_rng([seed, int(hashlib.sha256(dialogue.id.encode()).hexdigest()[:8], 16)])
         gaps = [round(float(g), 3) for g in rng.uniform(*gap_range, size=len(script) - 1)]
     else:
         gaps = [float(gap)] * (len(script) - 1)
-    voice_of = {str(k): key for k, key in zip(range(len(VOICES)), VOICES)}
+    voice_of = {str(k): key for k, key in enumerate(voices)}
     voices = {spk: dataclasses.astuple(VOICES[voice_of[spk]]) for spk in sorted({spk for spk, _ in script})}
     spec = {"version": RENDER_VERSION, "script": script, "gaps": gaps, "voices": voices}
     digest = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
@@ -156,6 +174,15 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
                    help="range the gaps are drawn from (default 0.15 1.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn gaps (default 0)")
     p.add_argument("--work", default=str(REPO / "cache" / "evaluate_live"), help="where renders are kept")
+    add_voices_arg(p)
+
+
+def add_voices_arg(p: argparse.ArgumentParser) -> None:
+    """``--voices K [K ...]``: the espeak-ng voices of speakers 0, 1, ... (:func:`checked_voices`)."""
+    from runtime.tools.make_speech import VOICES
+
+    p.add_argument("--voices", nargs="+", default=None, metavar="K",
+                   help=f"voices of speakers 0, 1, ... (runtime.tools.make_speech; default {' '.join(VOICES)})")
 
 
 def checked_gaps(args: argparse.Namespace) -> tuple[float | None, tuple[float, float]]:
@@ -501,13 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = backend.manifest
     dialogues = validation_dialogues(args, manifest.dataset, labels=manifest.labels)
     data = corpus_path(args, manifest.dataset)
-    from runtime.tools.make_speech import VOICES
-
+    voices = checked_voices(args.voices)
     # a scene with more speakers than voices cannot be rendered (MELD has a few); --ids naming one is an error
-    too_many = [] if args.ids else [d.id for d in dialogues if spoken_speakers(d) > len(VOICES)]
+    too_many = [] if args.ids else [d.id for d in dialogues if spoken_speakers(d) > len(voices)]
     if too_many:
         log.warning("left out %d validation dialogue(s) with more speakers than the %d voices: %s",
-                    len(too_many), len(VOICES), ", ".join(too_many))
+                    len(too_many), len(voices), ", ".join(too_many))
         dialogues = [d for d in dialogues if d.id not in set(too_many)]
 
     work = Path(args.work)
@@ -516,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     features.warm_up()
     results, all_events = [], {}
     for d in tqdm(dialogues, desc="dialogues", unit="dlg", file=sys.stderr):
-        wav, gold = render_dialogue(d, work, gap_arg, args.seed, (lo, hi))
+        wav, gold = render_dialogue(d, work, gap_arg, args.seed, (lo, hi), voices)
         res = run_dialogue(wav, gold, d.id, args.model, backend, cfg, stages, features)
         results.append(res)
         all_events[d.id] = res.finals
@@ -524,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(results, manifest.labels, {lab: i for i, lab in enumerate(manifest.labels)})
     summary["setup"] = {"model": manifest.name, "backend": backend.name, "data": str(data), "gap": args.gap,
                         "gap_range": [lo, hi], "seed": args.seed, "overrides": list(args.overrides),
-                        "speakers": args.speakers, "left_out": too_many}
+                        "speakers": args.speakers, "voices": voices, "left_out": too_many}
     if args.out:
         write_text_atomic(args.out, json.dumps({**summary, "final_events": all_events}, indent=1))
     if args.json:

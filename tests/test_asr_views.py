@@ -42,6 +42,46 @@ def test_replace_and_add(tmp_path):
     assert any("as the live ASR heard them" in n for n in a.notes)
 
 
+def test_several_files_are_several_views(tmp_path):
+    """data.asr_transcripts as a list: one view per file (e.g. other voices) beside or in place of the gold one."""
+    f1 = _write(tmp_path / "ab.jsonl", [{"dialogue": "t1", "texts": ["Hi the air.", None, "Go way!"]}])
+    f2 = _write(tmp_path / "cd.jsonl", [{"dialogue": "t1", "texts": ["High there.", None, "Go away."]},
+                                        {"dialogue": "t2", "texts": ["Find.", "Good."]}])
+    r = add_asr_views(_corpus(), [f1, f2], "replace")
+    assert [d.id for d in r.dialogues] == ["t1", "t1~asr2", "t2", "v1"]
+    assert r.dialogues[0].texts[0] == "Hi the air." and r.dialogues[1].texts[0] == "High there."
+    assert r.dialogues[2].texts == ["Find.", "Good."]  # covered by the second file only: its one view replaces it
+    a = add_asr_views(_corpus(), [f1, f2], "add")
+    assert [d.id for d in a.dialogues] == ["t1", "t1" + SUFFIX, "t1~asr2", "t2", "t2" + SUFFIX, "v1"]
+    assert add_asr_views(_corpus(), [f1], "add").dialogues[1].id == add_asr_views(_corpus(), f1, "add").dialogues[1].id
+    with pytest.raises(InputError, match="empty list"):
+        add_asr_views(_corpus(), [], "replace")
+
+
+def test_a_config_names_several_transcript_files(tmp_path):
+    from train.config import build_dataclass, DataConfig
+
+    assert build_dataclass(DataConfig, {"asr_transcripts": ["a.jsonl", "b.jsonl"]}).asr_transcripts == ["a.jsonl", "b.jsonl"]
+    assert build_dataclass(DataConfig, {"asr_transcripts": "a.jsonl"}).asr_transcripts == "a.jsonl"
+    with pytest.raises(InputError, match="asr_transcripts"):
+        build_dataclass(DataConfig, {"asr_transcripts": 3})
+
+
+def test_resume_refuses_lines_spoken_with_other_voices(tmp_path):
+    from runtime.tools.asr_transcripts import read_done
+
+    f = _write(tmp_path / "t.jsonl", [{"dialogue": "a", "texts": ["x"], "voices": ["C", "D"]}])
+    assert read_done(f, ["C", "D"]) == {"a": ["x"]}
+    with pytest.raises(InputError, match="spoken with voices C D, this run's are A B"):
+        read_done(f, ["A", "B"])
+    old = _write(tmp_path / "old.jsonl", [{"dialogue": "a", "texts": ["x"]}])  # before --voices: the default
+    from runtime.evaluate_live import checked_voices
+
+    assert read_done(old, checked_voices(None)) == {"a": ["x"]}
+    with pytest.raises(InputError, match="give another --out"):
+        read_done(old, ["C", "D"])
+
+
 @pytest.mark.parametrize("rows, match", [
     ([{"dialogue": "nope", "texts": ["x"]}], "not in c.pkl"),
     ([{"dialogue": "v1", "texts": ["x", "y"]}], "only training dialogues"),

@@ -81,6 +81,26 @@ def test_speakers_that_need_a_voice(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")
+def test_render_speaks_with_the_voices_given(tmp_path):
+    """--voices: speaker k speaks with voices[k]; another choice is another render, not the cached one."""
+    from runtime.evaluate_live import render_dialogue
+    from runtime.tools.make_speech import VOICES
+    from train.data.corpus import Dialogue
+
+    d = Dialogue("two", "valid", ["M", "F"], np.zeros(2, np.int64), texts=["Hello there.", "Hi."])
+    wav_default, _ = render_dialogue(d, tmp_path, 1.0, 0)
+    wav_cd, gold = render_dialogue(d, tmp_path, 1.0, 0, voices=["C", "D"])
+    assert wav_cd.parent != wav_default.parent and len(gold) == 2
+    spoken = [u["voice"] for u in json.loads((wav_cd.parent / "script.json").read_text())["utterances"]]
+    assert spoken == [VOICES["C"].name, VOICES["D"].name]
+    with pytest.raises(InputError, match="2 speakers but only 1 voices"):
+        render_dialogue(d, tmp_path, 1.0, 0, voices=["C"])
+    for bad, match in ((["C", "Q"], "unknown voice 'Q'"), (["C", "C"], "named twice")):
+        with pytest.raises(InputError, match=match):
+            render_dialogue(d, tmp_path, 1.0, 0, voices=bad)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")
 def test_command_on_a_rendered_dialogue(tmp_path, capsys):
     """The CLI renders the corpus's validation dialogue, runs the live pipeline on it and prints
     figures that say the pipeline worked (two voices found, most utterances matched)."""

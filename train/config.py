@@ -40,9 +40,9 @@ class DataConfig:
     # extracted features of the training dialogues (train.extract.crossfit). Empty: none.
     crossfit: dict[str, str] = field(default_factory=dict)
     # Training dialogues a second time as the live ASR heard them (train.data.asr_views): a JSON
-    # lines file from python -m runtime.tools.asr_transcripts; relative to the current directory.
-    # None: gold transcripts only.
-    asr_transcripts: str | None = None
+    # lines file from python -m runtime.tools.asr_transcripts, or a list of them (one view each, e.g.
+    # other voices); relative to the current directory. None: gold transcripts only.
+    asr_transcripts: str | list[str] | None = None
     # "replace": the ASR transcripts instead of the gold ones; "add": beside them (train.data.asr_views).
     asr_mode: str = "replace"
 
