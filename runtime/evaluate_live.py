@@ -147,8 +147,8 @@ def render_dialogue(dialogue, work: Path, gap: float | None, seed: int,
     else:
         gaps = [float(gap)] * (len(script) - 1)
     voice_of = {str(k): key for k, key in enumerate(voices)}
-    voices = {spk: dataclasses.astuple(VOICES[voice_of[spk]]) for spk in sorted({spk for spk, _ in script})}
-    spec = {"version": RENDER_VERSION, "script": script, "gaps": gaps, "voices": voices}
+    spoken = {spk: dataclasses.astuple(VOICES[voice_of[spk]]) for spk in sorted({spk for spk, _ in script})}
+    spec = {"version": RENDER_VERSION, "script": script, "gaps": gaps, "voices": spoken}
     digest = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
     out = work / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', dialogue.id)}-{digest}"
     meta_path = out / "script.json"
