@@ -296,7 +296,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"unreadable weights: {e}", path=str(file)) from None
     expected = model.state_dict()
-    for name, tensor in state.items():  # same names, other shapes: name the first, as load_state_dict would not
+    for name, tensor in state.items():  # same names, other shapes: one line naming the first (torch lists them all)
         if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
             raise InputError(f"weights do not match the model in config.yaml: {name} has shape "
                              f"{tuple(tensor.shape)}, the model {tuple(expected[name].shape)}", path=str(file))
