@@ -366,10 +366,12 @@ class SpeakerTracker:
     def _embed(self, audio: np.ndarray, key) -> np.ndarray:
         """The voice embedding of ``audio``; the last one again for the same ``key`` (a provisional
         view and the final one of an utterance often hold the very same audio)."""
-        if key is not None and self._last is not None and self._last[0] == key:
-            return self._last[1]
+        last = self._last  # read once: the segmenter thread embeds too (would_split -> peek)
+        if key is not None and last is not None and last[0] == key:
+            return last[1]
         emb = self.encoder.embed(audio)
-        self._last = (key, emb) if key is not None else None
+        if key is not None:
+            self._last = (key, emb)
         return emb
 
     def assign(self, audio: np.ndarray, key=None) -> SpeakerAssignment:

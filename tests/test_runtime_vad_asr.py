@@ -333,6 +333,31 @@ def test_clusterer_ids_are_stable():
     assert len(c.centroids) == 3
 
 
+def test_a_confirmation_does_not_evict_the_utterances_cached_voice():
+    """The model thread embeds an utterance once for its provisional view and its final one (same
+    key); a speaker-change confirmation from the segmenter thread (no key) in between must neither
+    drop that embedding nor leave the cache half-read by the other thread."""
+    from runtime.speakers import SpeakerTracker
+
+    class Counting:
+        calls = 0
+
+        def embed(self, audio):
+            Counting.calls += 1
+            e = np.zeros(8, np.float32)
+            e[int(audio[0]) % 8] = 1.0
+            return e
+
+    tracker = SpeakerTracker(SpeakerConfig(), encoder=Counting())
+    tracker.assign(np.full(32000, 5.0, np.float32), key="u0")  # a speaker known: confirmations ask peek
+    utterance = np.full(32000, 1.0, np.float32)
+    tracker.peek(utterance, key="u1")  # provisional view
+    tracker.would_split(np.full(32000, 2.0, np.float32), np.full(32000, 3.0, np.float32))  # segmenter
+    before = Counting.calls
+    assert tracker.assign(utterance, key="u1").speaker == 1  # final view of the same audio
+    assert Counting.calls == before  # embedded once, not again
+
+
 # -- end to end from a video file's sound track ----------------------------------------------
 
 
