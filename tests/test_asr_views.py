@@ -135,6 +135,9 @@ def test_training_data_carries_the_heard_texts_features(tmp_path):
     other = next(i for i in a if i != target.id)
     assert np.array_equal(a[other].features["text"], b[other].features["text"])
     assert [d.id for d in with_asr.valid] == [d.id for d in plain.valid]
+    raw["data"]["asr_transcripts"] = []  # refused, not read as "no transcripts"
+    with pytest.raises(InputError, match="empty list"):
+        prepare_data(load_config(write_config(tmp_path / "c.yaml", raw)))
 
 
 def test_transcripts_file_resumes_and_drops_an_interrupted_line(tmp_path, caplog):

@@ -165,7 +165,7 @@ def prepare_data(cfg: Config, data_path: str | None = None, corpus: Corpus | Non
 
         corpus = load_corpus(data_path or cfg.data.path, dataset=cfg.data.dataset)
     source = corpus.source or str(data_path or cfg.data.path)
-    if cfg.data.asr_transcripts:
+    if cfg.data.asr_transcripts is not None:  # an empty list is refused there, not read as "none"
         from train.data.asr_views import add_asr_views
 
         corpus = add_asr_views(corpus, cfg.data.asr_transcripts, cfg.data.asr_mode)
